@@ -1,0 +1,60 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, documented error code returned to API callers.
+type Code string
+
+const (
+	CodeInvalidRequest     Code = "invalid_request"
+	CodeUnauthorized       Code = "unauthorized"
+	CodeForbidden          Code = "forbidden"
+	CodeUnknownVendor      Code = "unknown_vendor"
+	CodeNotFound           Code = "not_found"
+	CodeAlreadyConnected   Code = "already_connected"
+	CodeNotConnected       Code = "not_connected"
+	CodeInvalidState       Code = "invalid_state"
+	CodeInvalidInstance    Code = "invalid_instance"
+	CodeInvalidReturnTo    Code = "invalid_return_to"
+	CodeInstanceMismatch   Code = "instance_mismatch"
+	CodeSiteChoiceRequired Code = "site_choice_required"
+	CodeAccessDenied       Code = "access_denied" // the user or vendor declined consent
+	CodeExchangeFailed     Code = "exchange_failed"
+	CodeReconnectRequired  Code = "reconnect_required"
+	CodeVendorUnavailable  Code = "vendor_unavailable"
+	CodeConflict           Code = "conflict"
+	CodeStoreUnavailable   Code = "store_unavailable"
+	CodeInternal           Code = "internal"
+)
+
+// Error is an error a caller of the API may see. Message never holds a secret.
+type Error struct {
+	Code    Code
+	Message string
+	Err     error // the cause, for logs; never shown to callers
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func newError(code Code, cause error, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Err: cause}
+}
+
+// CodeOf returns the API code of err, CodeInternal when it carries none.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
