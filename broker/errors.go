@@ -9,25 +9,27 @@ import (
 type Code string
 
 const (
-	CodeInvalidRequest     Code = "invalid_request"
-	CodeUnauthorized       Code = "unauthorized"
-	CodeForbidden          Code = "forbidden"
-	CodeUnknownVendor      Code = "unknown_vendor"
-	CodeNotFound           Code = "not_found"
-	CodeAlreadyConnected   Code = "already_connected"
-	CodeNotConnected       Code = "not_connected"
-	CodeInvalidState       Code = "invalid_state"
-	CodeInvalidInstance    Code = "invalid_instance"
-	CodeInvalidReturnTo    Code = "invalid_return_to"
-	CodeInstanceMismatch   Code = "instance_mismatch"
-	CodeSiteChoiceRequired Code = "site_choice_required"
-	CodeAccessDenied       Code = "access_denied" // the user or vendor declined consent
-	CodeExchangeFailed     Code = "exchange_failed"
-	CodeReconnectRequired  Code = "reconnect_required"
-	CodeVendorUnavailable  Code = "vendor_unavailable"
-	CodeConflict           Code = "conflict"
-	CodeStoreUnavailable   Code = "store_unavailable"
-	CodeInternal           Code = "internal"
+	CodeInvalidRequest      Code = "invalid_request"
+	CodeUnauthorized        Code = "unauthorized"
+	CodeForbidden           Code = "forbidden"
+	CodeUnknownVendor       Code = "unknown_vendor"
+	CodeNotFound            Code = "not_found"
+	CodeAlreadyConnected    Code = "already_connected"
+	CodeNotConnected        Code = "not_connected"
+	CodeInvalidState        Code = "invalid_state"
+	CodeInvalidInstance     Code = "invalid_instance"
+	CodeInvalidReturnTo     Code = "invalid_return_to"
+	CodeInstanceMismatch    Code = "instance_mismatch"
+	CodeSiteChoiceRequired  Code = "site_choice_required"
+	CodeAccessDenied        Code = "access_denied" // the user or vendor declined consent
+	CodeExchangeFailed      Code = "exchange_failed"
+	CodeReconnectRequired   Code = "reconnect_required"
+	CodeVendorUnavailable   Code = "vendor_unavailable"
+	CodeConflict            Code = "conflict"
+	CodeUserMismatch        Code = "user_mismatch"
+	CodeClientNotConfigured Code = "client_not_configured"
+	CodeStoreUnavailable    Code = "store_unavailable"
+	CodeInternal            Code = "internal"
 )
 
 // Error is an error a caller of the API may see. Message never holds a secret.

@@ -1,0 +1,250 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+)
+
+// Options configures a Broker. Store and Vendors are required.
+type Options struct {
+	Store   Store
+	Vendors []Vendor // in the order the status API lists them
+	// PublicURL is the base URL browsers and vendors reach; callbacks hang
+	// below it.
+	PublicURL *url.URL
+	// ReturnURLs is the allowlist of returnTo prefixes.
+	ReturnURLs []string
+	// HTTPClient is used for token-endpoint calls (x/oauth2); nil means a
+	// client with VendorTimeout.
+	HTTPClient    *http.Client
+	StateTTL      time.Duration // default 10m
+	RefreshMargin time.Duration // default 5m
+	VendorTimeout time.Duration // default 30s: bounds every token-endpoint call
+	LeaseTTL      time.Duration // default VendorTimeout + 15s
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
+	Now           func() time.Time
+}
+
+func (o *Options) validate() error {
+	if o.Store == nil {
+		return errors.New("broker: options: Store is required")
+	}
+	if len(o.Vendors) == 0 {
+		return errors.New("broker: options: at least one vendor is required")
+	}
+	if o.PublicURL == nil || !o.PublicURL.IsAbs() {
+		return errors.New("broker: options: PublicURL must be an absolute URL")
+	}
+	return nil
+}
+
+// Broker is the core: it owns the flows and the refresh operation.
+type Broker struct {
+	store      Store
+	vendors    map[string]Vendor
+	order      []Vendor
+	publicURL  *url.URL
+	returnURLs []*url.URL
+	hc         *http.Client
+	stateTTL   time.Duration
+	margin     time.Duration
+	vendorTO   time.Duration
+	leaseTTL   time.Duration
+	log        *slog.Logger
+	now        func() time.Time
+	metrics    *metrics
+	refreshes  singleflight.Group
+	cache      *cache
+	sched      *schedule
+}
+
+// New builds a Broker from validated options.
+func New(o Options) (*Broker, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		store:     o.Store,
+		vendors:   make(map[string]Vendor, len(o.Vendors)),
+		order:     o.Vendors,
+		publicURL: o.PublicURL,
+		hc:        o.HTTPClient,
+		stateTTL:  o.StateTTL,
+		margin:    o.RefreshMargin,
+		vendorTO:  o.VendorTimeout,
+		leaseTTL:  o.LeaseTTL,
+		log:       o.Logger,
+		now:       o.Now,
+		cache:     newCache(),
+		sched:     newSchedule(),
+	}
+	for _, v := range o.Vendors {
+		if _, dup := b.vendors[v.Name()]; dup {
+			return nil, fmt.Errorf("broker: options: vendor %q listed twice", v.Name())
+		}
+		b.vendors[v.Name()] = v
+	}
+	for _, raw := range o.ReturnURLs {
+		u, err := url.Parse(raw)
+		if err != nil || !u.IsAbs() || u.Host == "" {
+			return nil, fmt.Errorf("broker: options: return URL %q is not an absolute URL", raw)
+		}
+		b.returnURLs = append(b.returnURLs, u)
+	}
+	if b.stateTTL <= 0 {
+		b.stateTTL = 10 * time.Minute
+	}
+	if b.margin <= 0 {
+		b.margin = 5 * time.Minute
+	}
+	if b.vendorTO <= 0 {
+		b.vendorTO = 30 * time.Second
+	}
+	if b.leaseTTL <= 0 {
+		b.leaseTTL = b.vendorTO + 15*time.Second
+	}
+	if b.hc == nil {
+		b.hc = &http.Client{Timeout: b.vendorTO}
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	reg := o.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg, o.Vendors, b.cache)
+	if err != nil {
+		return nil, err
+	}
+	b.metrics = m
+	return b, nil
+}
+
+// Vendor returns the named vendor, or a not-found error for the API.
+func (b *Broker) Vendor(name string) (Vendor, error) {
+	v, ok := b.vendors[name]
+	if !ok {
+		return nil, newError(CodeUnknownVendor, nil, "unknown vendor %q", name)
+	}
+	return v, nil
+}
+
+// Vendors lists the configured vendors in status order.
+func (b *Broker) Vendors() []Vendor { return b.order }
+
+// RefreshMargin is how long before expiry tokens are refreshed.
+func (b *Broker) RefreshMargin() time.Duration { return b.margin }
+
+// Store returns the store the broker uses.
+func (b *Broker) Store() Store { return b.store }
+
+// Caller is the authenticated party of an API request.
+type Caller struct {
+	Account string
+	Subject string
+	Admin   bool
+}
+
+func (b *Broker) callbackURL(vendor string) string {
+	u := *b.publicURL
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/account/integrations/" + vendor + "/oauth2/callback"
+	u.RawQuery, u.Fragment = "", ""
+	return u.String()
+}
+
+// checkReturnTo accepts only URLs under an allowlisted prefix: same scheme,
+// host and port, and a path that continues the prefix at a segment boundary,
+// so "https://app.example.com/admin" never admits "https://app.example.com/administrator"
+// nor "https://app.example.com.evil.com/admin".
+func (b *Broker) checkReturnTo(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return newError(CodeInvalidReturnTo, err, "returnTo must be an absolute URL on the allowlist")
+	}
+	for _, p := range b.returnURLs {
+		if !strings.EqualFold(u.Scheme, p.Scheme) || !strings.EqualFold(u.Host, p.Host) {
+			continue
+		}
+		prefix := p.EscapedPath()
+		path := u.EscapedPath()
+		if path == prefix || prefix == "" || prefix == "/" ||
+			strings.HasPrefix(path, strings.TrimSuffix(prefix, "/")+"/") {
+			if !strings.Contains(path, "/../") && !strings.HasSuffix(path, "/..") {
+				return nil
+			}
+		}
+	}
+	return newError(CodeInvalidReturnTo, nil, "returnTo is not on the allowlist (BROKER_RETURN_URLS)")
+}
+
+// randomToken returns n random bytes, base64url encoded.
+func randomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// client resolves the OAuth client of an account for a vendor: the account's
+// own (ServiceNow registers clients per instance) or the broker's default.
+func (b *Broker) client(ctx context.Context, account string, v Vendor) (ClientCredentials, error) {
+	c, err := b.store.GetClient(ctx, account, v.Name())
+	switch {
+	case err == nil:
+		return c, nil
+	case !errors.Is(err, ErrNotFound):
+		return ClientCredentials{}, storeError(err)
+	}
+	c = v.DefaultClient()
+	if c.ClientID == "" {
+		return ClientCredentials{}, newError(CodeClientNotConfigured, nil,
+			"no OAuth client is configured for %s in this account", v.Name())
+	}
+	return c, nil
+}
+
+// clientByID finds the client that issued a connection's tokens.
+func (b *Broker) clientByID(ctx context.Context, account string, v Vendor, id string) (ClientCredentials, error) {
+	c, err := b.client(ctx, account, v)
+	if err != nil {
+		return c, err
+	}
+	if c.ClientID == id {
+		return c, nil
+	}
+	if d := v.DefaultClient(); d.ClientID == id && id != "" {
+		return d, nil
+	}
+	return ClientCredentials{}, newError(CodeClientNotConfigured, nil,
+		"the OAuth client that issued these tokens is no longer configured for %s", v.Name())
+}
+
+func storeError(err error) error {
+	return newError(CodeStoreUnavailable, err, "the token store is unavailable")
+}
+
+func (b *Broker) publish(ctx context.Context, ch Change) {
+	if err := b.store.Publish(ctx, ch); err != nil {
+		// Other replicas reload on their next resubscription; the write itself
+		// is durable, so this is worth a warning, not a failure.
+		b.log.WarnContext(ctx, "publish change failed", "vendor", ch.Key.Vendor, "err", err)
+	}
+}

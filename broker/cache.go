@@ -1,0 +1,211 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/url"
+	"sync"
+	"time"
+)
+
+// cache holds every connection this replica serves, in memory, so that the
+// request path never waits on a store. It is kept current three ways: the
+// writes this replica makes (synchronously, before the write's caller is
+// answered), change notifications from other replicas, and a full reload
+// when notifications may have been missed.
+type cache struct {
+	mu      sync.RWMutex
+	entries map[Key]*cached
+}
+
+// cached is an immutable snapshot: replaced whole, never mutated, so readers
+// holding an old one (requests in flight) finish with the old token.
+type cached struct {
+	conn Connection
+	base *url.URL
+}
+
+func newCache() *cache { return &cache{entries: make(map[Key]*cached)} }
+
+func (c *cache) get(k Key) (*cached, bool) {
+	c.mu.RLock()
+	e, ok := c.entries[k]
+	c.mu.RUnlock()
+	return e, ok
+}
+
+// put stores conn unless a newer version is already cached; it reports
+// whether the entry changed.
+func (c *cache) put(conn Connection, base *url.URL) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.entries[conn.Key]; ok && cur.conn.Version > conn.Version {
+		return false
+	}
+	c.entries[conn.Key] = &cached{conn: conn, base: base}
+	return true
+}
+
+func (c *cache) remove(k Key) {
+	c.mu.Lock()
+	delete(c.entries, k)
+	c.mu.Unlock()
+}
+
+// replace swaps the whole content after a reload, and returns it.
+func (c *cache) replace(all map[Key]*cached) {
+	c.mu.Lock()
+	c.entries = all
+	c.mu.Unlock()
+}
+
+func (c *cache) snapshot() []*cached {
+	c.mu.RLock()
+	out := make([]*cached, 0, len(c.entries))
+	for _, e := range c.entries {
+		out = append(out, e)
+	}
+	c.mu.RUnlock()
+	return out
+}
+
+// flagged counts flagged connections of one vendor (a gauge, read at scrape).
+func (c *cache) flagged(vendor string) int {
+	n := 0
+	c.mu.RLock()
+	for k, e := range c.entries {
+		if k.Vendor == vendor && e.conn.RefreshTokenExpired {
+			n++
+		}
+	}
+	c.mu.RUnlock()
+	return n
+}
+
+// stored is called after every successful write this replica makes.
+func (b *Broker) stored(ctx context.Context, conn Connection) {
+	b.cacheConn(conn)
+	b.publish(ctx, Change{Key: conn.Key, Version: conn.Version})
+}
+
+// deleted is called after this replica deletes a connection.
+func (b *Broker) deleted(ctx context.Context, k Key) {
+	b.cache.remove(k)
+	b.publish(ctx, Change{Key: k, Deleted: true})
+}
+
+func (b *Broker) cacheConn(conn Connection) {
+	v, ok := b.vendors[conn.Key.Vendor]
+	if !ok {
+		return
+	}
+	if b.cache.put(conn, v.APIBase(conn.Instance)) {
+		b.sched.schedule(conn.Key, b.nextRefresh(conn))
+	}
+}
+
+// Access returns a connection's current access token from memory. It waits
+// for the token endpoint only when the token has really expired.
+func (b *Broker) Access(ctx context.Context, key Key) (Access, error) {
+	e, ok := b.cache.get(key)
+	if !ok {
+		return Access{}, newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+	}
+	if e.conn.RefreshTokenExpired {
+		return Access{}, reconnectRequired(b.vendors[key.Vendor])
+	}
+	if e.conn.Tokens.Expiry.IsZero() || b.now().Before(e.conn.Tokens.Expiry) {
+		return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
+	}
+	return b.refreshed(ctx, key, RefreshOptions{})
+}
+
+// Rejected handles a vendor's refusal of token: one coordinated refresh, or
+// the newer token at once if the connection has moved on already.
+func (b *Broker) Rejected(ctx context.Context, key Key, token string) (Access, error) {
+	if e, ok := b.cache.get(key); ok && e.conn.Tokens.AccessToken != token && !e.conn.RefreshTokenExpired {
+		return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
+	}
+	return b.refreshed(ctx, key, RefreshOptions{Rejected: token})
+}
+
+func (b *Broker) refreshed(ctx context.Context, key Key, o RefreshOptions) (Access, error) {
+	conn, err := b.Refresh(ctx, key, o)
+	if conn.Version != 0 {
+		b.cacheConn(conn)
+	}
+	if err != nil {
+		return Access{}, err
+	}
+	e, ok := b.cache.get(key)
+	if !ok {
+		return Access{}, newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+	}
+	return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
+}
+
+// reload reads every connection from the store into the cache.
+func (b *Broker) reload(ctx context.Context) error {
+	all := make(map[Key]*cached)
+	err := b.store.AllConnections(ctx, func(c Connection) error {
+		if v, ok := b.vendors[c.Key.Vendor]; ok {
+			all[c.Key] = &cached{conn: c, base: v.APIBase(c.Instance)}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	b.cache.replace(all)
+	for k, e := range all {
+		b.sched.schedule(k, b.nextRefresh(e.conn))
+	}
+	return nil
+}
+
+// follow applies change notifications until ctx ends, resubscribing (and
+// reloading, since messages may have been lost) when the feed breaks.
+func (b *Broker) follow(ctx context.Context, changes <-chan Change) {
+	for {
+		for ch := range changes {
+			b.apply1(ctx, ch)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var err error
+		for changes == nil || err != nil {
+			if sleepCtx(ctx, time.Second) != nil {
+				return
+			}
+			changes, err = b.store.Subscribe(ctx)
+		}
+		if err := b.reload(ctx); err != nil {
+			b.log.WarnContext(ctx, "reload after resubscribe failed", "err", err)
+		}
+	}
+}
+
+func (b *Broker) apply1(ctx context.Context, ch Change) {
+	switch {
+	case ch.Key.Account == "":
+		if err := b.reload(ctx); err != nil {
+			b.log.WarnContext(ctx, "reload after missed changes failed", "err", err)
+		}
+	case ch.Deleted:
+		b.cache.remove(ch.Key)
+	default:
+		if e, ok := b.cache.get(ch.Key); ok && e.conn.Version >= ch.Version {
+			return // this replica wrote it, or already has it
+		}
+		conn, err := b.store.GetConnection(ctx, ch.Key)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			b.cache.remove(ch.Key)
+		case err != nil:
+			b.log.WarnContext(ctx, "read of changed connection failed", "vendor", ch.Key.Vendor, "err", err)
+		default:
+			b.cacheConn(conn)
+		}
+	}
+}

@@ -1,0 +1,61 @@
+package broker
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the core's series. Label values come from fixed sets (vendor
+// names, ErrorClass, actions, API codes), and every series of the small sets
+// is created up front so that dashboards see zeros instead of gaps.
+type metrics struct {
+	refreshes *prometheus.CounterVec
+	callbacks *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache) (*metrics, error) {
+	m := &metrics{
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_refreshes_total",
+			Help: "Token refreshes by vendor and result (success, dead, client_config, transient, race).",
+		}, []string{"vendor", "result"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_oauth_callbacks_total",
+			Help: "OAuth callbacks by vendor, action (connect, reconnect, changeUser) and result (success or error code).",
+		}, []string{"vendor", "action", "result"}),
+	}
+	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, v := range vendors {
+		name := v.Name()
+		flagged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "tokenbroker_connections_refresh_token_expired",
+			Help:        "Connections (app- and user-level) flagged refreshTokenExpired, by vendor.",
+			ConstLabels: prometheus.Labels{"vendor": name},
+		}, func() float64 { return float64(c.flagged(name)) })
+		if err := reg.Register(flagged); err != nil {
+			return nil, err
+		}
+		for _, r := range []string{"success", string(ClassDead), string(ClassClientConfig), string(ClassTransient), string(ClassRace)} {
+			m.refreshes.WithLabelValues(v.Name(), r)
+		}
+		for _, a := range []Action{ActionConnect, ActionReconnect, ActionChangeUser} {
+			m.callbacks.WithLabelValues(v.Name(), actionLabel(a), "success")
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) refresh(vendor string, result ErrorClass) {
+	m.refreshes.WithLabelValues(vendor, string(result)).Inc()
+}
+
+func (m *metrics) callback(vendor string, action Action, err error) {
+	result := "success"
+	if err != nil {
+		result = string(CodeOf(err))
+	}
+	m.callbacks.WithLabelValues(vendor, actionLabel(action), result).Inc()
+}

@@ -1,0 +1,353 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// RefreshOptions says why a refresh is asked for.
+type RefreshOptions struct {
+	// Rejected is an access token the vendor refused. The refresh happens even
+	// if that token has not expired, unless the stored token already differs.
+	Rejected string
+	// Force refreshes even when the token is not due (keep-alive, probes).
+	Force bool
+	// noProbe stops the ServiceNow ambiguity rule from probing further
+	// connections: a probe must never start another probe.
+	noProbe bool
+}
+
+// peerEvidence is how recently another connection of the same client must have
+// refreshed for ServiceNow's ambiguous 401 to count as "this token is dead".
+const peerEvidence = 10 * time.Minute
+
+// Refresh brings a connection's tokens up to date: one refresh per connection
+// at a time in this process (single-flight) and across replicas (lease), the
+// stored record re-read under the lease, the vendor's answer classified, and
+// the outcome written with check-and-set. It returns the connection as stored
+// afterwards; an error is a *Error (reconnect_required, vendor_unavailable,
+// store_unavailable, not_connected).
+func (b *Broker) Refresh(ctx context.Context, key Key, o RefreshOptions) (Connection, error) {
+	flight := leaseName(key) + "\x00" + o.Rejected
+	if o.Force {
+		flight += "\x00force"
+	}
+	ch := b.refreshes.DoChan(flight, func() (any, error) {
+		// The flight outlives any one caller, so it runs on its own bounded
+		// context and not on the first caller's.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*b.leaseTTL+b.vendorTO)
+		defer cancel()
+		return b.refresh(fctx, key, o)
+	})
+	select {
+	case <-ctx.Done():
+		return Connection{}, newError(CodeVendorUnavailable, ctx.Err(), "gave up waiting for a token refresh")
+	case r := <-ch:
+		c, _ := r.Val.(Connection)
+		return c, r.Err
+	}
+}
+
+func leaseName(k Key) string {
+	return "refresh/" + url.PathEscape(k.Account) + "/" + url.PathEscape(k.Vendor) + "/" + url.PathEscape(k.UserID)
+}
+
+// satisfied reports whether the stored connection already answers the request,
+// so that no token-endpoint call is needed.
+func (b *Broker) satisfied(c Connection, o RefreshOptions) bool {
+	if o.Rejected != "" {
+		return c.Tokens.AccessToken != o.Rejected
+	}
+	return !o.Force && !b.due(c)
+}
+
+// due reports whether the access token is inside the refresh margin.
+func (b *Broker) due(c Connection) bool {
+	return c.Tokens.Expiry.IsZero() || !b.now().Add(b.effectiveMargin(c)).Before(c.Tokens.Expiry)
+}
+
+func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connection, error) {
+	v, err := b.Vendor(key.Vendor)
+	if err != nil {
+		return Connection{}, err
+	}
+	lease, cur, done, err := b.lease(ctx, key, o)
+	if err != nil || done {
+		return cur, err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = lease.Release(rctx)
+	}()
+
+	if cur.RefreshTokenExpired {
+		return cur, reconnectRequired(v)
+	}
+	if b.satisfied(cur, o) {
+		return cur, nil
+	}
+	if e := cur.LastError; e != nil && e.Class != ClassDead && b.now().Before(e.RetryAt) {
+		return cur, newError(CodeVendorUnavailable, nil, "%s token refresh is backing off after a failure", v.Name())
+	}
+	client, err := b.clientByID(ctx, key.Account, v, cur.ClientID)
+	if err != nil {
+		return b.fail(ctx, v, cur, ClassClientConfig, err, 0)
+	}
+	if cur.Tokens.RefreshToken == "" {
+		return b.fail(ctx, v, cur, ClassClientConfig, errors.New("no refresh token was granted (offline access missing)"), 0)
+	}
+
+	tok, err := b.callTokenEndpoint(ctx, v, cur, client)
+	if err == nil {
+		return b.succeed(ctx, v, cur, tok)
+	}
+	class := ClassifyTokenError(err)
+	// A changed refresh token in the store means another writer won the race
+	// (a replica whose lease lapsed, or a reconnect): adopt it, never flag.
+	if stored, gerr := b.store.GetConnection(ctx, key); gerr == nil && stored.Tokens.RefreshToken != cur.Tokens.RefreshToken {
+		b.metrics.refresh(v.Name(), ClassRace)
+		return stored, nil
+	}
+	if class == ClassAmbiguous {
+		class = b.resolveAmbiguous(ctx, v, cur, o)
+	}
+	return b.fail(ctx, v, cur, class, err, RetryAfter(err))
+}
+
+// lease takes the fleet-wide refresh lease. While another holder refreshes, it
+// waits for the stored record to change and returns it when that satisfies
+// the request (done=true), so a storm of callers costs one refresh.
+func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, Connection, bool, error) {
+	name := leaseName(key)
+	wait := 20 * time.Millisecond
+	var seen uint64
+	for {
+		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
+		if err == nil {
+			cur, err := b.store.GetConnection(ctx, key)
+			if err != nil {
+				_ = l.Release(ctx)
+				return nil, Connection{}, true, b.readError(key, err)
+			}
+			return l, cur, false, nil
+		}
+		if !errors.Is(err, ErrLeaseHeld) {
+			return nil, Connection{}, true, storeError(err)
+		}
+		cur, err := b.store.GetConnection(ctx, key)
+		if err != nil {
+			return nil, Connection{}, true, b.readError(key, err)
+		}
+		if seen != 0 && cur.Version != seen {
+			if cur.RefreshTokenExpired {
+				return nil, cur, true, reconnectRequired(b.vendors[key.Vendor])
+			}
+			if b.satisfied(cur, RefreshOptions{Rejected: o.Rejected}) {
+				return nil, cur, true, nil
+			}
+		}
+		seen = cur.Version
+		if err := sleepCtx(ctx, wait); err != nil {
+			return nil, cur, true, newError(CodeVendorUnavailable, err, "timed out waiting for another replica's refresh")
+		}
+		wait = min(wait*2, 500*time.Millisecond)
+	}
+}
+
+func (b *Broker) readError(key Key, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+	}
+	return storeError(err)
+}
+
+func reconnectRequired(v Vendor) error {
+	return newError(CodeReconnectRequired, nil, "the %s integration needs a reconnect (refresh token expired)", v.Name())
+}
+
+// callTokenEndpoint makes exactly one refresh_token grant call with a fresh,
+// bounded context. x/oauth2's TokenSource is built per call so that no context
+// or mutex outlives it; an answer without refresh_token keeps the old one.
+func (b *Broker) callTokenEndpoint(ctx context.Context, v Vendor, c Connection, client ClientCredentials) (*oauth2.Token, error) {
+	cfg := v.OAuthConfig(c.Instance, client, b.callbackURL(v.Name()))
+	vctx, cancel := context.WithTimeout(HTTPClientContext(ctx, b.hc), b.vendorTO)
+	defer cancel()
+	old := &oauth2.Token{RefreshToken: c.Tokens.RefreshToken, Expiry: time.Unix(1, 0)}
+	return cfg.TokenSource(vctx, old).Token()
+}
+
+func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oauth2.Token) (Connection, error) {
+	now := b.now()
+	used := cur.Tokens.RefreshToken
+	for attempt := 0; attempt < 5; attempt++ {
+		next := cur
+		next.Tokens.AccessToken = tok.AccessToken
+		next.Tokens.Expiry = tok.Expiry
+		next.Tokens.IssuedAt = now
+		if tok.RefreshToken != "" && tok.RefreshToken != cur.Tokens.RefreshToken {
+			next.Tokens.RefreshToken = tok.RefreshToken
+			next.Tokens.RefreshIssuedAt = now
+		}
+		next.LastRefreshAt = now
+		next.LastError = nil
+		next.UpdatedAt = now
+		saved, err := b.store.PutConnection(ctx, next)
+		if err == nil {
+			b.metrics.refresh(v.Name(), "success")
+			b.stored(ctx, saved)
+			return saved, nil
+		}
+		if !errors.Is(err, ErrVersionConflict) {
+			return cur, storeError(err)
+		}
+		latest, gerr := b.store.GetConnection(ctx, cur.Key)
+		if gerr != nil {
+			return cur, b.readError(cur.Key, gerr)
+		}
+		if latest.Tokens.RefreshToken != used {
+			// A reconnect or another refresh stored newer tokens: they win.
+			b.metrics.refresh(v.Name(), ClassRace)
+			return latest, nil
+		}
+		cur = latest // only metadata changed; re-apply the tokens onto it
+	}
+	return cur, newError(CodeConflict, nil, "the connection kept changing during a refresh")
+}
+
+// resolveAmbiguous applies VENDORS.md's rule for ServiceNow's 401
+// server_error/access_denied: a token older than the configured lifespan is
+// dead; if another connection of the same instance and client refreshes fine
+// (recently, or when probed now) this token is dead; if they fail too, the
+// client is broken; with nothing to compare against, the client is suspected
+// (an integration-level alert) rather than the user flagged.
+func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection, o RefreshOptions) ErrorClass {
+	now := b.now()
+	if exp := v.RefreshTokenExpiry(c.Tokens); !exp.IsZero() && !now.Before(exp) {
+		return ClassDead
+	}
+	if o.noProbe {
+		return ClassAmbiguous
+	}
+	peers, err := b.store.ListConnections(ctx, c.Key.Account, c.Key.Vendor)
+	if err != nil {
+		return ClassTransient
+	}
+	var candidates []Connection
+	for _, p := range peers {
+		if p.Key == c.Key || p.ClientID != c.ClientID || !p.Instance.Same(c.Instance) ||
+			p.RefreshTokenExpired || p.Tokens.RefreshToken == "" {
+			continue
+		}
+		if !p.LastRefreshAt.IsZero() && now.Sub(p.LastRefreshAt) < peerEvidence && p.LastRefreshAt.After(c.LastRefreshAt) {
+			return ClassDead
+		}
+		candidates = append(candidates, p)
+	}
+	for _, p := range candidates {
+		// ServiceNow does not rotate refresh tokens, so probing a peer with a
+		// refresh costs nothing but one call.
+		_, err := b.refresh(ctx, p.Key, RefreshOptions{Force: true, noProbe: true})
+		switch {
+		case err == nil:
+			return ClassDead
+		case CodeOf(err) == CodeVendorUnavailable:
+			continue
+		default:
+			return ClassClientConfig
+		}
+	}
+	return ClassClientConfig
+}
+
+// fail records a failed refresh. Only ClassDead flags the connection.
+func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class ErrorClass, cause error, retryAfter time.Duration) (Connection, error) {
+	if class == ClassAmbiguous {
+		// A probe's own ambiguous answer: report it to the prober, write nothing.
+		return cur, newError(CodeVendorUnavailable, cause, "%s token refresh failed", v.Name())
+	}
+	now := b.now()
+	b.metrics.refresh(v.Name(), class)
+	for attempt := 0; attempt < 5; attempt++ {
+		next := cur
+		attempts := 1
+		if cur.LastError != nil && cur.LastError.Class == class {
+			attempts = cur.LastError.Attempts + 1
+		}
+		next.LastError = &RefreshError{Class: class, At: now, Message: describe(cause), Attempts: attempts}
+		if class == ClassDead {
+			next.RefreshTokenExpired = true
+		} else {
+			next.LastError.RetryAt = now.Add(max(backoff(attempts), retryAfter))
+		}
+		next.UpdatedAt = now
+		saved, err := b.store.PutConnection(ctx, next)
+		if err == nil {
+			b.stored(ctx, saved)
+			cur = saved
+			break
+		}
+		if !errors.Is(err, ErrVersionConflict) {
+			break
+		}
+		latest, gerr := b.store.GetConnection(ctx, cur.Key)
+		if gerr != nil {
+			return cur, b.readError(cur.Key, gerr)
+		}
+		if latest.Tokens.RefreshToken != cur.Tokens.RefreshToken {
+			return latest, nil // newer tokens arrived: the failure is moot
+		}
+		cur = latest
+	}
+	b.log.WarnContext(ctx, "token refresh failed", "account", cur.Key.Account, "vendor", v.Name(),
+		"user_level", cur.Key.UserID != "", "class", string(class), "err", describe(cause))
+	switch class {
+	case ClassDead:
+		return cur, reconnectRequired(v)
+	case ClassClientConfig:
+		return cur, newError(CodeVendorUnavailable, cause, "%s rejected the broker's OAuth client; check its configuration", v.Name())
+	}
+	return cur, newError(CodeVendorUnavailable, cause, "%s token endpoint is unavailable", v.Name())
+}
+
+// backoff grows exponentially from 5 s to 5 min, with jitter so that a fleet
+// does not retry in step. The first five retries fall inside Atlassian's
+// 10-minute reuse leeway, which is when retrying the old token is safe.
+func backoff(attempts int) time.Duration {
+	d := 5 * time.Second << min(attempts-1, 6)
+	d = min(d, 5*time.Minute)
+	return d - time.Duration(rand.Int64N(int64(d/5)))
+}
+
+// describe renders a token-endpoint failure without secrets: the vendor's
+// error code and HTTP status, or the class of transport failure.
+func describe(err error) string {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		if re.ErrorCode != "" {
+			return fmt.Sprintf("token endpoint answered %d %s", status, safeVendorCode(re.ErrorCode))
+		}
+		return fmt.Sprintf("token endpoint answered %d", status)
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "token endpoint timed out"
+	case err == nil:
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Message
+	}
+	return "token endpoint unreachable or answered an unreadable body"
+}

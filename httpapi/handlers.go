@@ -1,0 +1,196 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// handlers are thin: parse, call the core, write the answer or the error.
+type handlers struct {
+	b      *broker.Broker
+	caller func(c *gin.Context) (broker.Caller, bool)
+}
+
+func (h *handlers) mustCaller(c *gin.Context) (broker.Caller, bool) {
+	who, ok := h.caller(c)
+	if !ok {
+		abort(c, http.StatusUnauthorized, broker.CodeUnauthorized, "a valid bearer token is required")
+	}
+	return who, ok
+}
+
+// parseBool accepts exactly true and false (and absent), so that a typo never
+// silently means false.
+func parseBool(c *gin.Context, name string) (bool, bool) {
+	raw, present := c.GetQuery(name)
+	switch {
+	case !present || raw == "false":
+		return false, true
+	case raw == "true":
+		return true, true
+	}
+	abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, name+" must be true or false")
+	return false, false
+}
+
+func (h *handlers) status(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	typ, err := h.b.ParseType(c.Query("type"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	withUsers, ok := parseBool(c, "includeUserLevelConnectionData")
+	if !ok {
+		return
+	}
+	out, err := h.b.Status(c.Request.Context(), who.Account, typ, withUsers)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (h *handlers) authURL(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	u, err := h.b.AuthURL(c.Request.Context(), who, c.Param("vendor"), broker.AuthURLRequest{
+		Flow:        c.Query("flow"),
+		Action:      c.Query("action"),
+		InstanceURL: c.Query("instanceUrl"),
+		Site:        c.Query("site"),
+		ReturnTo:    c.Query("returnTo"),
+	})
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{"url": u})
+}
+
+func (h *handlers) callback(c *gin.Context) {
+	res, err := h.b.Callback(c.Request.Context(), c.Param("vendor"), broker.CallbackRequest{
+		Code:             c.Query("code"),
+		State:            c.Query("state"),
+		Error:            c.Query("error"),
+		ErrorDescription: c.Query("error_description"),
+	})
+	c.Header("Cache-Control", "no-store")
+	// The code and state are in this URL: keep them out of any Referer.
+	c.Header("Referrer-Policy", "no-referrer")
+	if res.ReturnTo != "" {
+		q := url.Values{"vendor": {res.Vendor}}
+		if err != nil {
+			_ = c.Error(err)
+			q.Set("error", string(broker.CodeOf(err)))
+		} else {
+			q.Set("result", res.Result)
+		}
+		c.Redirect(http.StatusFound, withQuery(res.ReturnTo, q))
+		return
+	}
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"vendor": res.Vendor, "result": res.Result})
+}
+
+// withQuery adds q to an allowlisted return URL, keeping its own parameters.
+func withQuery(raw string, q url.Values) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw // cannot happen: returnTo was parsed when the flow started
+	}
+	cur := u.Query()
+	for k, vs := range q {
+		cur[k] = vs
+	}
+	u.RawQuery = cur.Encode()
+	return u.String()
+}
+
+func (h *handlers) disconnect(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	if err := h.b.Disconnect(c.Request.Context(), who, c.Param("vendor")); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h *handlers) deleteUser(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	if err := h.b.DeleteUserConnection(c.Request.Context(), who, c.Param("vendor"), c.Param("userId")); err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+type clientConfigRequest struct {
+	ClientID     string `json:"clientId"`
+	ClientSecret string `json:"clientSecret"`
+}
+
+func (h *handlers) putConfig(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	if !strings.HasPrefix(c.ContentType(), "application/json") {
+		abort(c, http.StatusUnsupportedMediaType, broker.CodeInvalidRequest, "the body must be application/json")
+		return
+	}
+	var req clientConfigRequest
+	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, 16<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, "the body must be JSON {\"clientId\",\"clientSecret\"}")
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, "the body must hold exactly one JSON object")
+		return
+	}
+	info, err := h.b.SetClient(c.Request.Context(), who, c.Param("vendor"),
+		broker.ClientCredentials{ClientID: req.ClientID, ClientSecret: req.ClientSecret})
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, info)
+}
+
+func (h *handlers) getConfig(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	info, err := h.b.GetClient(c.Request.Context(), who, c.Param("vendor"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, info)
+}

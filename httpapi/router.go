@@ -1,0 +1,72 @@
+// Package httpapi serves tokenbroker's HTTP API on gin: the status and OAuth
+// routes of the admin UI, the management routes, and the proxy route. Handlers
+// are thin; the rules live in package broker.
+package httpapi
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// Options wires the router. Broker, Authenticate and Caller are required.
+type Options struct {
+	Broker *broker.Broker
+	// Authenticate verifies the caller's JWT and aborts with 401 when it is
+	// missing or bad; it runs on every /v1 and /proxy route but the callback.
+	Authenticate gin.HandlerFunc
+	// Caller reads what Authenticate established.
+	Caller func(c *gin.Context) (broker.Caller, bool)
+	// Proxy handles /proxy/:vendor/*path; nil leaves the route out.
+	Proxy gin.HandlerFunc
+	// Admin serves the console under /admin/; nil leaves it out.
+	Admin http.Handler
+	// Middleware runs first on every route (recovery, request ids, logging).
+	Middleware []gin.HandlerFunc
+	Logger     *slog.Logger
+}
+
+// New builds the API router.
+func New(o Options) (*gin.Engine, error) {
+	if o.Broker == nil || o.Authenticate == nil || o.Caller == nil {
+		return nil, errors.New("httpapi: Broker, Authenticate and Caller are required")
+	}
+	h := &handlers{b: o.Broker, caller: o.Caller}
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = false
+	// The broker is reached directly or through a load balancer whose
+	// addresses it cannot know; it never trusts forwarded client IPs.
+	_ = r.SetTrustedProxies(nil)
+	r.Use(o.Middleware...)
+	r.NoRoute(func(c *gin.Context) {
+		abort(c, http.StatusNotFound, broker.CodeNotFound, "no such route")
+	})
+	r.NoMethod(func(c *gin.Context) {
+		abort(c, http.StatusMethodNotAllowed, broker.CodeInvalidRequest, "method not allowed on this route")
+	})
+
+	// The callback's one-time state is its credential: no JWT here.
+	r.GET("/v1/account/integrations/:vendor/oauth2/callback", h.callback)
+
+	v1 := r.Group("/v1/account/integrations", o.Authenticate)
+	v1.GET("", h.status)
+	v1.GET("/:vendor/oauth2/url", h.authURL)
+	v1.DELETE("/:vendor", h.disconnect)
+	v1.DELETE("/:vendor/users/:userId", h.deleteUser)
+	v1.GET("/:vendor/config", h.getConfig)
+	v1.PUT("/:vendor/config", h.putConfig)
+
+	if o.Proxy != nil {
+		r.Any("/proxy/:vendor/*path", o.Authenticate, o.Proxy)
+	}
+	if o.Admin != nil {
+		r.GET("/admin", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/admin/") })
+		r.GET("/admin/*file", gin.WrapH(o.Admin))
+	}
+	return r, nil
+}
