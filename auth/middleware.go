@@ -1,0 +1,87 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// ErrorFunc writes an error answer; code is a broker.Code value. The
+// middleware aborts the chain after calling it.
+type ErrorFunc func(c *gin.Context, status int, code, msg string)
+
+// claimsKey is the gin context key of the verified Claims; an unexported
+// type, so no other package can overwrite them.
+type claimsKey struct{}
+
+// Middleware verifies "Authorization: Bearer <jwt>" and stores the claims for
+// ClaimsFrom. A missing or invalid token is answered 401 through onError.
+func Middleware(v *Verifier, onError ErrorFunc) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		raw, err := bearerToken(c.GetHeader("Authorization"))
+		var claims Claims
+		if err == nil {
+			// The request's context, so that a caller that goes away does not
+			// keep waiting on a JWKS fetch for an unknown kid.
+			claims, err = v.verify(c.Request.Context(), raw)
+		}
+		if err != nil {
+			// RFC 6750 section 3: a 401 names the scheme, and error=
+			// only when a token was presented.
+			challenge := `Bearer realm="tokenbroker"`
+			if errors.Is(err, ErrInvalidToken) {
+				challenge += `, error="invalid_token"`
+			}
+			c.Header("WWW-Authenticate", challenge)
+			onError(c, http.StatusUnauthorized, string(broker.CodeUnauthorized), err.Error())
+			c.Abort()
+			return
+		}
+		c.Set(claimsKey{}, claims)
+	}
+}
+
+// RequireRole answers 403 through onError unless the verified caller holds
+// role. It must run after Middleware; without verified claims it answers 401.
+func RequireRole(role string, onError ErrorFunc) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		claims, ok := ClaimsFrom(c)
+		switch {
+		case !ok:
+			onError(c, http.StatusUnauthorized, string(broker.CodeUnauthorized), ErrMissingToken.Error())
+		case !claims.HasRole(role):
+			onError(c, http.StatusForbidden, string(broker.CodeForbidden), fmt.Sprintf("role %q required", role))
+		default:
+			return
+		}
+		c.Abort()
+	}
+}
+
+// ClaimsFrom returns the claims Middleware verified for this request.
+func ClaimsFrom(c *gin.Context) (Claims, bool) {
+	v, ok := c.Get(claimsKey{})
+	if !ok {
+		return Claims{}, false
+	}
+	claims, ok := v.(Claims)
+	return claims, ok
+}
+
+// bearerToken extracts the token of an RFC 6750 Authorization header; the
+// scheme is case-insensitive (RFC 9110 section 11.1).
+func bearerToken(h string) (string, error) {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", ErrMissingToken
+	}
+	if tok = strings.TrimSpace(tok); tok == "" {
+		return "", ErrMissingToken
+	}
+	return tok, nil
+}

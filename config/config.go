@@ -1,0 +1,199 @@
+// Package config reads tokenbroker's settings from BROKER_* environment
+// variables and an optional YAML file, applies defaults and validates them.
+// The variables, their defaults and their descriptions are listed once, in
+// settings (settings.go); Load, the YAML keys and docs/configuration.md are
+// all derived from that list.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the broker's whole configuration. Build it with Load; a Config
+// built by hand should pass Validate before use.
+type Config struct {
+	// ConfigFile is the YAML file the values were read from, if any.
+	ConfigFile string
+
+	ListenAddr      string
+	MetricsAddr     string
+	PublicURL       string // absolute http(s) URL, no trailing slash
+	ShutdownTimeout time.Duration
+	LogLevel        slog.Level
+	LogFormat       string // "json" or "text"
+
+	// Exactly one of AuthHS256Secret and AuthJWKSURL is set.
+	AuthHS256Secret Secret
+	AuthJWKSURL     string
+	AuthIssuer      string // checked against "iss" when set
+	AuthAudience    string // checked against "aud" when set
+
+	ReturnURLs []string
+	StateTTL   time.Duration
+
+	DataDir       string
+	EncryptionKey Secret // base64 of 32 bytes; empty: generated into DataDir
+	RedisURL      Secret // a URL that may carry a password
+	VaultAddr     string
+	VaultToken    Secret
+	VaultMount    string
+	VaultPrefix   string
+
+	VendorTimeout           time.Duration
+	AllowInsecureVendorURLs bool
+	RefreshMargin           time.Duration
+	ProxyMaxReplayBody      int64 // bytes
+
+	ServiceNowClientID             string
+	ServiceNowClientSecret         Secret
+	ServiceNowAllowedHosts         []string // lower case host patterns
+	ServiceNowPKCE                 bool
+	ServiceNowScopes               []string
+	ServiceNowRefreshTokenLifetime time.Duration
+
+	ConfluenceClientID     string
+	ConfluenceClientSecret Secret
+	ConfluenceAuthURL      string // no trailing slash
+	ConfluenceAPIURL       string // no trailing slash
+	ConfluenceScopes       []string
+	ConfluencePKCE         bool
+}
+
+// Production reports whether the shared stores (Vault and Redis) are
+// configured; otherwise the broker runs on the embedded single-replica store.
+func (c *Config) Production() bool {
+	return c.RedisURL != "" && c.VaultAddr != ""
+}
+
+// Load reads every setting through getenv (main passes os.Getenv; tests pass
+// a map lookup), falling back to the YAML file named by BROKER_CONFIG_FILE and
+// then to the default, and returns the validated Config. An empty variable
+// counts as unset. Every error is one line that names the variable.
+func Load(getenv func(string) string) (*Config, error) {
+	path := strings.TrimSpace(getenv(envConfigFile))
+	var file map[string]string
+	if path != "" {
+		var err error
+		if file, err = readFile(path); err != nil {
+			return nil, err
+		}
+	}
+	c := &Config{}
+	for _, s := range settings {
+		raw := strings.TrimSpace(getenv(s.Env))
+		if raw == "" {
+			// A key present in the file wins over the default even when
+			// empty: that is how a file clears a default such as scopes.
+			var inFile bool
+			if raw, inFile = file[s.Env]; !inFile {
+				raw = s.Default
+			}
+		}
+		if err := s.set(c, raw); err != nil {
+			return nil, err
+		}
+	}
+	c.normalize()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// normalize spares every consumer from handling trailing slashes and case in
+// values that are joined to paths or compared with hosts.
+func (c *Config) normalize() {
+	for _, p := range []*string{&c.PublicURL, &c.VaultAddr, &c.ConfluenceAuthURL, &c.ConfluenceAPIURL} {
+		*p = strings.TrimRight(*p, "/")
+	}
+	c.VaultMount = strings.Trim(c.VaultMount, "/")
+	c.VaultPrefix = strings.Trim(c.VaultPrefix, "/")
+	for i, h := range c.ServiceNowAllowedHosts {
+		c.ServiceNowAllowedHosts[i] = strings.ToLower(h)
+	}
+}
+
+// readFile returns the file's values keyed by variable name, as strings, so
+// that a file value goes through exactly the parsing and checks an
+// environment value does.
+func readFile(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fieldErrorf(envConfigFile, "%v", err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fieldErrorf(envConfigFile, "%s: %v", path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil // an empty file sets nothing
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return nil, fieldErrorf(envConfigFile, "%s:%d: want a mapping of keys to values", path, root.Line)
+	}
+	byKey := make(map[string]*setting, len(settings))
+	for i := range settings {
+		if s := &settings[i]; !s.envOnly {
+			byKey[s.fileKey()] = s
+		}
+	}
+	values := make(map[string]string, len(root.Content)/2)
+	seen := make(map[string]bool, len(root.Content)/2)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		s, ok := byKey[k.Value]
+		if !ok {
+			return nil, fieldErrorf(envConfigFile, "%s:%d: unknown key %q", path, k.Line, k.Value)
+		}
+		if seen[k.Value] {
+			return nil, fieldErrorf(envConfigFile, "%s:%d: key %q set twice", path, k.Line, k.Value)
+		}
+		seen[k.Value] = true
+		if v.Kind == yaml.AliasNode {
+			v = v.Alias
+		}
+		switch {
+		case v.Kind == yaml.ScalarNode && v.Tag == "!!null":
+			// "key:" with no value leaves the setting to its default.
+		case v.Kind == yaml.ScalarNode:
+			values[s.Env] = strings.TrimSpace(v.Value)
+		case v.Kind == yaml.SequenceNode && s.isList():
+			items := make([]string, 0, len(v.Content))
+			for _, item := range v.Content {
+				if item.Kind != yaml.ScalarNode {
+					return nil, fieldErrorf(envConfigFile, "%s:%d: key %q: list items must be plain values", path, item.Line, k.Value)
+				}
+				items = append(items, strings.TrimSpace(item.Value))
+			}
+			values[s.Env] = strings.Join(items, ",")
+		case s.isList():
+			return nil, fieldErrorf(envConfigFile, "%s:%d: key %q: want a value or a list of values", path, v.Line, k.Value)
+		default:
+			return nil, fieldErrorf(envConfigFile, "%s:%d: key %q: want a single value", path, v.Line, k.Value)
+		}
+	}
+	return values, nil
+}
+
+// fieldError is a configuration error: the variable, then what is wrong.
+type fieldError struct {
+	Env string
+	Msg string
+}
+
+func (e *fieldError) Error() string {
+	// One line per error is the contract; a wrapped library error must not
+	// break it.
+	return e.Env + ": " + strings.ReplaceAll(e.Msg, "\n", "; ")
+}
+
+func fieldErrorf(env, format string, args ...any) error {
+	return &fieldError{Env: env, Msg: fmt.Sprintf(format, args...)}
+}

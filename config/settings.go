@@ -1,0 +1,229 @@
+package config
+
+import (
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+const (
+	envPrefix     = "BROKER_"
+	envConfigFile = "BROKER_CONFIG_FILE"
+)
+
+// setting describes one variable. The list below is the only place a variable
+// is named: Load iterates it, the YAML keys derive from it, and the table in
+// docs/configuration.md is generated from it (TestConfigDoc).
+type setting struct {
+	Env         string
+	Default     string // as the operator would write it; "" means none
+	Description string // markdown, one line
+	// field points into c at the typed field the value is parsed into; its
+	// type chooses the parser.
+	field func(c *Config) any
+	// envOnly settings cannot be set from the YAML file.
+	envOnly bool
+}
+
+var settings = []setting{
+	{Env: envConfigFile, envOnly: true,
+		Description: "optional YAML file that sets the other variables (keys in lower case without the prefix, e.g. `listen_addr`); environment variables win over it",
+		field:       func(c *Config) any { return &c.ConfigFile }},
+
+	{Env: "BROKER_LISTEN_ADDR", Default: "127.0.0.1:8080",
+		Description: "`host:port` of the API, callback, proxy and `/admin/` listener",
+		field:       func(c *Config) any { return &c.ListenAddr }},
+	{Env: "BROKER_METRICS_ADDR", Default: "127.0.0.1:9090",
+		Description: "`host:port` of the `/metrics`, `/healthz` and `/readyz` listener",
+		field:       func(c *Config) any { return &c.MetricsAddr }},
+	{Env: "BROKER_PUBLIC_URL", Default: "http://127.0.0.1:8080",
+		Description: "base URL that browsers and vendors reach; the callback is `<this>/v1/account/integrations/<vendor>/oauth2/callback`",
+		field:       func(c *Config) any { return &c.PublicURL }},
+	{Env: "BROKER_SHUTDOWN_TIMEOUT", Default: "30s",
+		Description: "how long requests in flight may take to finish after SIGTERM",
+		field:       func(c *Config) any { return &c.ShutdownTimeout }},
+	{Env: "BROKER_LOG_LEVEL", Default: "info",
+		Description: "`debug`, `info`, `warn` or `error`",
+		field:       func(c *Config) any { return &c.LogLevel }},
+	{Env: "BROKER_LOG_FORMAT", Default: "json",
+		Description: "`json` or `text`",
+		field:       func(c *Config) any { return &c.LogFormat }},
+
+	{Env: "BROKER_AUTH_HS256_SECRET",
+		Description: "shared secret (at least 32 bytes) that caller JWTs are signed with (HS256); set this or `BROKER_AUTH_JWKS_URL`, not both",
+		field:       func(c *Config) any { return &c.AuthHS256Secret }},
+	{Env: "BROKER_AUTH_JWKS_URL",
+		Description: "JWKS URL whose keys sign caller JWTs (RS256, ES256); fetched at start-up and refreshed in the background",
+		field:       func(c *Config) any { return &c.AuthJWKSURL }},
+	{Env: "BROKER_AUTH_ISSUER",
+		Description: "when set, caller JWTs must carry this `iss`",
+		field:       func(c *Config) any { return &c.AuthIssuer }},
+	{Env: "BROKER_AUTH_AUDIENCE",
+		Description: "when set, caller JWTs' `aud` must include this",
+		field:       func(c *Config) any { return &c.AuthAudience }},
+
+	{Env: "BROKER_RETURN_URLS",
+		Description: "comma-separated allowlist of `returnTo` prefixes (absolute http(s) URLs)",
+		field:       func(c *Config) any { return &c.ReturnURLs }},
+	{Env: "BROKER_STATE_TTL", Default: "10m",
+		Description: "lifetime of a one-time OAuth `state`",
+		field:       func(c *Config) any { return &c.StateTTL }},
+
+	{Env: "BROKER_DATA_DIR", Default: "./data",
+		Description: "folder of the embedded store (used when Redis and Vault are not configured)",
+		field:       func(c *Config) any { return &c.DataDir }},
+	{Env: "BROKER_ENCRYPTION_KEY",
+		Description: "base64 of the 32-byte AES-256 key that seals the embedded store; generated into `BROKER_DATA_DIR` (mode 0600) when absent",
+		field:       func(c *Config) any { return &c.EncryptionKey }},
+	{Env: "BROKER_REDIS_URL",
+		Description: "production store: Redis URL (`redis://` or `rediss://`, may carry a password); set together with `BROKER_VAULT_ADDR` or not at all",
+		field:       func(c *Config) any { return &c.RedisURL }},
+	{Env: "BROKER_VAULT_ADDR",
+		Description: "production store: Vault address; set together with `BROKER_REDIS_URL` or not at all",
+		field:       func(c *Config) any { return &c.VaultAddr }},
+	{Env: "BROKER_VAULT_TOKEN",
+		Description: "Vault token; required with `BROKER_VAULT_ADDR`",
+		field:       func(c *Config) any { return &c.VaultToken }},
+	{Env: "BROKER_VAULT_MOUNT", Default: "secret",
+		Description: "Vault KV v2 mount",
+		field:       func(c *Config) any { return &c.VaultMount }},
+	{Env: "BROKER_VAULT_PREFIX", Default: "tokenbroker",
+		Description: "path prefix of the broker's records in the KV v2 mount",
+		field:       func(c *Config) any { return &c.VaultPrefix }},
+
+	{Env: "BROKER_VENDOR_TIMEOUT", Default: "30s",
+		Description: "time limit of each call the broker makes to a vendor on its own behalf (token, identity, revoke)",
+		field:       func(c *Config) any { return &c.VendorTimeout }},
+	{Env: "BROKER_ALLOW_INSECURE_VENDOR_URLS", Default: "false",
+		Description: "permit `http://` and loopback vendor URLs and host patterns (tests, simulator, demo only)",
+		field:       func(c *Config) any { return &c.AllowInsecureVendorURLs }},
+	{Env: "BROKER_REFRESH_MARGIN", Default: "5m",
+		Description: "refresh access tokens this long before they expire",
+		field:       func(c *Config) any { return &c.RefreshMargin }},
+	{Env: "BROKER_PROXY_MAX_REPLAY_BYTES", Default: "1048576",
+		Description: "proxied request bodies up to this many bytes are kept so that the call can be retried once after a refresh; larger ones stream and are not retried; `0` never retries a call with a body",
+		field:       func(c *Config) any { return &c.ProxyMaxReplayBody }},
+
+	{Env: "BROKER_SERVICENOW_CLIENT_ID",
+		Description: "default ServiceNow OAuth client id (an account may store its own)",
+		field:       func(c *Config) any { return &c.ServiceNowClientID }},
+	{Env: "BROKER_SERVICENOW_CLIENT_SECRET",
+		Description: "secret of the default ServiceNow OAuth client; required with its id",
+		field:       func(c *Config) any { return &c.ServiceNowClientSecret }},
+	{Env: "BROKER_SERVICENOW_ALLOWED_HOSTS", Default: "*.service-now.com",
+		Description: "comma-separated host patterns an instance URL may use: `host`, `*.domain` (any host below the domain), either with an optional `:port`",
+		field:       func(c *Config) any { return &c.ServiceNowAllowedHosts }},
+	{Env: "BROKER_SERVICENOW_PKCE", Default: "true",
+		Description: "send a PKCE S256 challenge to ServiceNow",
+		field:       func(c *Config) any { return &c.ServiceNowPKCE }},
+	{Env: "BROKER_SERVICENOW_SCOPES", Default: "useraccount",
+		Description: "space-separated scopes requested from ServiceNow (may be empty)",
+		field:       func(c *Config) any { return &c.ServiceNowScopes }},
+	{Env: "BROKER_SERVICENOW_REFRESH_TOKEN_LIFETIME", Default: "2400h",
+		Description: "refresh token lifespan configured on the instances (ServiceNow default: 100 days, counted from issue)",
+		field:       func(c *Config) any { return &c.ServiceNowRefreshTokenLifetime }},
+
+	{Env: "BROKER_CONFLUENCE_CLIENT_ID",
+		Description: "Atlassian OAuth 2.0 (3LO) app client id",
+		field:       func(c *Config) any { return &c.ConfluenceClientID }},
+	{Env: "BROKER_CONFLUENCE_CLIENT_SECRET",
+		Description: "Atlassian app secret; required with its id",
+		field:       func(c *Config) any { return &c.ConfluenceClientSecret }},
+	{Env: "BROKER_CONFLUENCE_AUTH_URL", Default: "https://auth.atlassian.com",
+		Description: "authorize and token host (`/authorize`, `/oauth/token`)",
+		field:       func(c *Config) any { return &c.ConfluenceAuthURL }},
+	{Env: "BROKER_CONFLUENCE_API_URL", Default: "https://api.atlassian.com",
+		Description: "`/oauth/token/accessible-resources`, `/me`, `/ex/confluence/<cloudId>/…`",
+		field:       func(c *Config) any { return &c.ConfluenceAPIURL }},
+	{Env: "BROKER_CONFLUENCE_SCOPES",
+		Default:     "offline_access read:me read:confluence-content.all read:confluence-space.summary write:confluence-content read:page:confluence",
+		Description: "space-separated scopes requested from Atlassian; must include `offline_access` (no refresh token without it)",
+		field:       func(c *Config) any { return &c.ConfluenceScopes }},
+	{Env: "BROKER_CONFLUENCE_PKCE", Default: "true",
+		Description: "send a PKCE S256 challenge to Atlassian",
+		field:       func(c *Config) any { return &c.ConfluencePKCE }},
+}
+
+// fileKey is the setting's key in the YAML file: listen_addr for
+// BROKER_LISTEN_ADDR.
+func (s *setting) fileKey() string {
+	return strings.ToLower(strings.TrimPrefix(s.Env, envPrefix))
+}
+
+func (s *setting) isList() bool {
+	_, ok := s.field(&Config{}).(*[]string)
+	return ok
+}
+
+func (s *setting) isSecret() bool {
+	_, ok := s.field(&Config{}).(*Secret)
+	return ok
+}
+
+// set parses raw into the setting's field of c. Secret values are never
+// quoted in errors (they cannot fail to parse anyway).
+func (s *setting) set(c *Config, raw string) error {
+	switch p := s.field(c).(type) {
+	case *string:
+		*p = raw
+	case *Secret:
+		*p = Secret(raw)
+	case *[]string:
+		// Commas and spaces both separate, so one rule serves host lists and
+		// OAuth scope lists, in the environment and in YAML.
+		*p = strings.FieldsFunc(raw, func(r rune) bool { return r == ',' || unicode.IsSpace(r) })
+		if len(*p) == 0 {
+			*p = nil
+		}
+	case *bool:
+		// Stricter than strconv.ParseBool: "t" or "F" in a config file is
+		// more likely a typo than a decision.
+		switch strings.ToLower(raw) {
+		case "true", "1":
+			*p = true
+		case "false", "0":
+			*p = false
+		default:
+			return fieldErrorf(s.Env, "invalid boolean %q (want true, false, 1 or 0)", raw)
+		}
+	case *time.Duration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fieldErrorf(s.Env, "invalid duration %q (e.g. 90s, 5m, 2400h)", raw)
+		}
+		*p = d
+	case *int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil {
+			return fieldErrorf(s.Env, "invalid integer %q", raw)
+		}
+		*p = n
+	case *slog.Level:
+		l, ok := parseLevel(raw)
+		if !ok {
+			return fieldErrorf(s.Env, "invalid log level %q (want debug, info, warn or error)", raw)
+		}
+		*p = l
+	default:
+		return fieldErrorf(s.Env, "field type %T has no parser", p)
+	}
+	return nil
+}
+
+// parseLevel accepts the four levels operators know by name; slog's own
+// parser also takes offsets such as "info+2", which nobody means here.
+func parseLevel(raw string) (slog.Level, bool) {
+	switch strings.ToLower(raw) {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "warn":
+		return slog.LevelWarn, true
+	case "error":
+		return slog.LevelError, true
+	}
+	return 0, false
+}

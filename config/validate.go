@@ -1,0 +1,270 @@
+package config
+
+import (
+	"encoding/base64"
+	"log/slog"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// minHS256SecretLen: RFC 7518 section 3.2 requires an HS256 key of at least
+// the hash size, 256 bits.
+const minHS256SecretLen = 32
+
+// Validate checks c and returns the first problem as a one-line error naming
+// the variable. It changes nothing. Values that could hold a credential are
+// never quoted.
+func (c *Config) Validate() error {
+	if err := checkHostPort("BROKER_LISTEN_ADDR", c.ListenAddr); err != nil {
+		return err
+	}
+	if err := checkHostPort("BROKER_METRICS_ADDR", c.MetricsAddr); err != nil {
+		return err
+	}
+	if c.MetricsAddr == c.ListenAddr && !strings.HasSuffix(c.ListenAddr, ":0") {
+		return fieldErrorf("BROKER_METRICS_ADDR", "must differ from BROKER_LISTEN_ADDR (both %q)", c.ListenAddr)
+	}
+	if err := checkURL("BROKER_PUBLIC_URL", c.PublicURL); err != nil {
+		return err
+	}
+	if u, _ := url.Parse(c.PublicURL); u.RawQuery != "" || u.Fragment != "" {
+		return fieldErrorf("BROKER_PUBLIC_URL", "%q must not carry a query or fragment", c.PublicURL)
+	}
+	if err := checkPositive("BROKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout); err != nil {
+		return err
+	}
+	if !slices.Contains([]slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}, c.LogLevel) {
+		return fieldErrorf("BROKER_LOG_LEVEL", "invalid log level %q (want debug, info, warn or error)", c.LogLevel.String())
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fieldErrorf("BROKER_LOG_FORMAT", "invalid log format %q (want json or text)", c.LogFormat)
+	}
+
+	if err := c.validateAuth(); err != nil {
+		return err
+	}
+
+	for _, r := range c.ReturnURLs {
+		if err := checkURL("BROKER_RETURN_URLS", r); err != nil {
+			return err
+		}
+		if u, _ := url.Parse(r); u.Fragment != "" {
+			return fieldErrorf("BROKER_RETURN_URLS", "%q must not carry a fragment", r)
+		}
+	}
+	if err := checkPositive("BROKER_STATE_TTL", c.StateTTL); err != nil {
+		return err
+	}
+
+	if err := c.validateStores(); err != nil {
+		return err
+	}
+
+	if err := checkPositive("BROKER_VENDOR_TIMEOUT", c.VendorTimeout); err != nil {
+		return err
+	}
+	if err := checkPositive("BROKER_REFRESH_MARGIN", c.RefreshMargin); err != nil {
+		return err
+	}
+	if c.ProxyMaxReplayBody < 0 {
+		return fieldErrorf("BROKER_PROXY_MAX_REPLAY_BYTES", "must not be negative, got %d", c.ProxyMaxReplayBody)
+	}
+
+	if err := checkClient("BROKER_SERVICENOW", c.ServiceNowClientID, c.ServiceNowClientSecret); err != nil {
+		return err
+	}
+	for _, p := range c.ServiceNowAllowedHosts {
+		if err := checkHostPattern(p, c.AllowInsecureVendorURLs); err != nil {
+			return err
+		}
+	}
+	if err := checkPositive("BROKER_SERVICENOW_REFRESH_TOKEN_LIFETIME", c.ServiceNowRefreshTokenLifetime); err != nil {
+		return err
+	}
+
+	if err := checkClient("BROKER_CONFLUENCE", c.ConfluenceClientID, c.ConfluenceClientSecret); err != nil {
+		return err
+	}
+	if err := c.checkVendorURL("BROKER_CONFLUENCE_AUTH_URL", c.ConfluenceAuthURL); err != nil {
+		return err
+	}
+	if err := c.checkVendorURL("BROKER_CONFLUENCE_API_URL", c.ConfluenceAPIURL); err != nil {
+		return err
+	}
+	if !slices.Contains(c.ConfluenceScopes, "offline_access") {
+		return fieldErrorf("BROKER_CONFLUENCE_SCOPES", "must include offline_access (without it Atlassian issues no refresh token)")
+	}
+	return nil
+}
+
+func (c *Config) validateAuth() error {
+	switch {
+	case c.AuthHS256Secret != "" && c.AuthJWKSURL != "":
+		return fieldErrorf("BROKER_AUTH_HS256_SECRET", "set either it or BROKER_AUTH_JWKS_URL, not both")
+	case c.AuthHS256Secret == "" && c.AuthJWKSURL == "":
+		return fieldErrorf("BROKER_AUTH_HS256_SECRET", "one of BROKER_AUTH_HS256_SECRET or BROKER_AUTH_JWKS_URL is required")
+	case c.AuthHS256Secret != "" && len(c.AuthHS256Secret) < minHS256SecretLen:
+		return fieldErrorf("BROKER_AUTH_HS256_SECRET", "too short: at least %d bytes are required", minHS256SecretLen)
+	case c.AuthJWKSURL != "":
+		return checkURL("BROKER_AUTH_JWKS_URL", c.AuthJWKSURL)
+	}
+	return nil
+}
+
+func (c *Config) validateStores() error {
+	if !c.Production() && c.DataDir == "" {
+		return fieldErrorf("BROKER_DATA_DIR", "required when BROKER_REDIS_URL and BROKER_VAULT_ADDR are not set")
+	}
+	if c.EncryptionKey != "" {
+		key, err := base64.StdEncoding.DecodeString(c.EncryptionKey.Reveal())
+		if err != nil || len(key) != 32 {
+			return fieldErrorf("BROKER_ENCRYPTION_KEY", "must be the base64 encoding of exactly 32 bytes (e.g. openssl rand -base64 32)")
+		}
+	}
+	switch {
+	case c.RedisURL != "" && c.VaultAddr == "":
+		return fieldErrorf("BROKER_VAULT_ADDR", "required when BROKER_REDIS_URL is set")
+	case c.RedisURL == "" && c.VaultAddr != "":
+		return fieldErrorf("BROKER_REDIS_URL", "required when BROKER_VAULT_ADDR is set")
+	case !c.Production():
+		return nil
+	}
+	// The URL may carry a password, so neither it nor url.Parse's error
+	// (which quotes it) is shown.
+	if u, err := url.Parse(c.RedisURL.Reveal()); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return fieldErrorf("BROKER_REDIS_URL", "must be a redis:// or rediss:// URL with a host (value not shown: it may hold a password)")
+	}
+	if err := checkURL("BROKER_VAULT_ADDR", c.VaultAddr); err != nil {
+		return err
+	}
+	if c.VaultToken == "" {
+		return fieldErrorf("BROKER_VAULT_TOKEN", "required when BROKER_VAULT_ADDR is set")
+	}
+	if c.VaultMount == "" {
+		return fieldErrorf("BROKER_VAULT_MOUNT", "required when BROKER_VAULT_ADDR is set")
+	}
+	return nil
+}
+
+// checkClient: an OAuth client id without its secret (or the reverse) can
+// only fail later, at the first token exchange, far from its cause.
+func checkClient(prefix, id string, secret Secret) error {
+	switch {
+	case id != "" && secret == "":
+		return fieldErrorf(prefix+"_CLIENT_SECRET", "required when %s_CLIENT_ID is set", prefix)
+	case id == "" && secret != "":
+		return fieldErrorf(prefix+"_CLIENT_ID", "required when %s_CLIENT_SECRET is set", prefix)
+	}
+	return nil
+}
+
+func checkPositive(env string, d time.Duration) error {
+	if d <= 0 {
+		return fieldErrorf(env, "must be positive, got %q", d.String())
+	}
+	return nil
+}
+
+func checkHostPort(env, addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fieldErrorf(env, "want host:port, got %q", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fieldErrorf(env, "invalid port in %q", addr)
+	}
+	return nil
+}
+
+// checkURL accepts absolute http(s) URLs without user info.
+func checkURL(env, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fieldErrorf(env, "%q is not an absolute http(s) URL", raw)
+	}
+	if u.User != nil {
+		return fieldErrorf(env, "%q must not carry user info", u.Redacted())
+	}
+	return nil
+}
+
+// checkVendorURL refuses plain http and loopback hosts unless the deployment
+// allows them: a vendor URL receives client secrets and authorization codes.
+func (c *Config) checkVendorURL(env, raw string) error {
+	if err := checkURL(env, raw); err != nil {
+		return err
+	}
+	if c.AllowInsecureVendorURLs {
+		return nil
+	}
+	u, _ := url.Parse(raw)
+	if u.Scheme != "https" {
+		return fieldErrorf(env, "%q must use https (BROKER_ALLOW_INSECURE_VENDOR_URLS permits http for tests)", raw)
+	}
+	if isLoopback(u.Hostname()) {
+		return fieldErrorf(env, "%q is a loopback address (BROKER_ALLOW_INSECURE_VENDOR_URLS permits it for tests)", raw)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// checkHostPattern accepts "host", "*.domain" and either with ":port". A
+// wildcard needs at least two labels under it, so that "*.com" cannot open
+// the allowlist to a whole top-level domain.
+func checkHostPattern(p string, allowLoopback bool) error {
+	const env = "BROKER_SERVICENOW_ALLOWED_HOSTS"
+	host := p
+	if strings.Contains(p, ":") {
+		h, port, err := net.SplitHostPort(p)
+		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
+			return fieldErrorf(env, "invalid host pattern %q (want host, *.domain, optionally :port)", p)
+		}
+		host = h
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsLoopback() && !allowLoopback {
+			return fieldErrorf(env, "%q is a loopback address (BROKER_ALLOW_INSECURE_VENDOR_URLS permits it for tests)", p)
+		}
+		return nil
+	}
+	labels := strings.Split(host, ".")
+	if labels[0] == "*" {
+		labels = labels[1:]
+		if len(labels) < 2 {
+			return fieldErrorf(env, "host pattern %q is too broad (a wildcard needs a domain of two labels or more)", p)
+		}
+	}
+	for _, l := range labels {
+		if !isDNSLabel(l) {
+			return fieldErrorf(env, "invalid host pattern %q (want host, *.domain, optionally :port)", p)
+		}
+	}
+	if isLoopback(host) && !allowLoopback {
+		return fieldErrorf(env, "%q is a loopback address (BROKER_ALLOW_INSECURE_VENDOR_URLS permits it for tests)", p)
+	}
+	return nil
+}
+
+// isDNSLabel reports whether l is a lower-case RFC 1123 label.
+func isDNSLabel(l string) bool {
+	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+		return false
+	}
+	for _, r := range l {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			return false
+		}
+	}
+	return true
+}
