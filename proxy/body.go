@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"io"
+	"sync"
+)
+
+// replayBody is a request body held in memory so that a retry can send it
+// again. Each attempt (and each Transport GetBody rewind) reads it through its
+// own reader.
+//
+// The Transport may still be reading a body after RoundTrip and ServeHTTP
+// have returned (its write loop runs in another goroutine; ReverseProxy's
+// Close wrapper has a check-then-read window). release therefore takes the
+// lock that every Read holds, waits for a Read in flight, and makes later
+// Reads fail, and only then gives the buffer back to the pool.
+type replayBody struct {
+	mu   sync.Mutex
+	buf  []byte // nil once released
+	pool *bufferPool
+}
+
+const errBodyReleased = constError("request body read after the handler returned")
+
+// readBody reads exactly n bytes (the request's Content-Length, n ≤ the
+// replay limit) from r. Bodies that fit a copy buffer reuse one from the
+// pool; larger ones get an exact allocation that the GC takes back.
+func readBody(r io.Reader, n int64, pool *bufferPool) (*replayBody, error) {
+	b := &replayBody{}
+	if n <= bufSize {
+		b.buf, b.pool = pool.Get()[:n], pool
+	} else {
+		b.buf = make([]byte, n)
+	}
+	if _, err := io.ReadFull(r, b.buf); err != nil {
+		b.release()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *replayBody) reader() io.ReadCloser { return &replayReader{b: b} }
+
+// getBody is the request's GetBody, so that the Transport can resend the body
+// on a reused connection that turned out dead.
+func (b *replayBody) getBody() (io.ReadCloser, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.buf == nil {
+		return nil, errBodyReleased
+	}
+	return &replayReader{b: b}, nil
+}
+
+func (b *replayBody) release() {
+	b.mu.Lock()
+	buf := b.buf
+	b.buf = nil
+	b.mu.Unlock()
+	if b.pool != nil && buf != nil {
+		b.pool.Put(buf[:cap(buf)])
+	}
+}
+
+type replayReader struct {
+	b   *replayBody
+	off int
+}
+
+func (r *replayReader) Read(p []byte) (int, error) {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	if r.b.buf == nil {
+		return 0, errBodyReleased
+	}
+	if r.off >= len(r.b.buf) {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b.buf[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *replayReader) Close() error { return nil }

@@ -1,0 +1,249 @@
+package proxy
+
+import (
+	"net/url"
+	"strings"
+)
+
+// maxPathLen bounds the caller's escaped path. Vendor API paths are short
+// (a table name and a sys_id, a content id); anything near this is an attack
+// or a bug, and refusing it early keeps the checks below cheap.
+const maxPathLen = 4096
+
+// pathError is a refusal of the caller's path or query. It is a string type so
+// that the reasons are constants, not package variables, and compare with ==.
+// Messages describe the rule that was broken, never the input, which is the
+// caller's own data and may be arbitrarily long.
+type pathError string
+
+func (e pathError) Error() string { return string(e) }
+
+const (
+	errPathNotAbsolute  pathError = "path must start with /"
+	errPathTooLong      pathError = "path is too long"
+	errPathBadEscape    pathError = "path has a malformed percent-encoding"
+	errPathControl      pathError = "path has a control character"
+	errPathSlash        pathError = "path has an encoded slash or a backslash"
+	errPathDoubleEscape pathError = "path has a double percent-encoding"
+	errPathBadChar      pathError = "path has a character that must be percent-encoded"
+	errPathEmptySegment pathError = "path has an empty segment"
+	errPathDotSegment   pathError = "path has a dot segment"
+	errPathScheme       pathError = "path starts with a URL scheme"
+	errQueryBadChar     pathError = "query has a control character or a space"
+	errBadBase          pathError = "connection base URL is not an absolute http(s) URL"
+	errEscapesBase      pathError = "target URL leaves the connection's base URL"
+)
+
+// targetURL joins a connection's base URL and the caller's escaped path
+// (starting with "/", as EscapedPath gives it) and raw query into the URL
+// that is forwarded. It is the one function that decides where a request
+// goes, so it validates its inputs itself and asserts the result: the target
+// has base's scheme and host, no userinfo, and a path under base's path.
+//
+// The path is refused rather than cleaned: a path with dot segments or
+// encoded slashes is not a mistake a legitimate client makes, and cleaning
+// would make the broker and the vendor disagree about what was asked for.
+// The escaped form is forwarded verbatim (RawPath), so the vendor decodes
+// exactly the bytes that were checked here.
+func targetURL(base *url.URL, escPath, rawQuery string) (*url.URL, error) {
+	if base == nil || base.Host == "" || base.User != nil || base.Opaque != "" ||
+		(base.Scheme != "https" && base.Scheme != "http") {
+		return nil, errBadBase
+	}
+	if err := checkPath(escPath); err != nil {
+		return nil, err
+	}
+	if err := checkQuery(rawQuery); err != nil {
+		return nil, err
+	}
+	// checkPath refused every escape that decodes to "/", so decoded and
+	// escaped paths have the same segments, and none is a dot segment.
+	dec, err := url.PathUnescape(escPath)
+	if err != nil {
+		return nil, errPathBadEscape
+	}
+	basePath := strings.TrimSuffix(base.Path, "/")
+	baseEsc := strings.TrimSuffix(base.EscapedPath(), "/")
+	u := &url.URL{Scheme: base.Scheme, Host: base.Host, RawQuery: rawQuery}
+	u.Path = basePath + dec
+	if dec == escPath && baseEsc == basePath {
+		// Same bytes: share the string instead of building a second one. RawPath
+		// is still set because url.URL would otherwise re-escape sub-delims such
+		// as "(" that vendors receive literally.
+		u.RawPath = u.Path
+	} else {
+		u.RawPath = baseEsc + escPath
+	}
+	// Defence in depth: whatever the checks above missed, a URL that is not
+	// under base is never returned.
+	if u.Scheme != base.Scheme || u.Host != base.Host || u.User != nil ||
+		!under(u.Path, basePath) || !under(u.EscapedPath(), baseEsc) || hasDotSegment(dec) {
+		return nil, errEscapesBase
+	}
+	return u, nil
+}
+
+// under reports whether p is prefix followed by "/" and anything.
+func under(p, prefix string) bool {
+	return len(p) > len(prefix) && p[:len(prefix)] == prefix && p[len(prefix)] == '/'
+}
+
+// checkPath enforces the path rules of the proxy on an escaped path: a
+// whitelist of RFC 3986 path characters, well-formed escapes that decode to
+// neither a control character, "/" nor "\" nor another escape, no empty or
+// dot segments (in any encoding, and with ";params" as Java servlet
+// containers read them), and no scheme-like first segment.
+func checkPath(p string) error {
+	if p == "" || p[0] != '/' {
+		return errPathNotAbsolute
+	}
+	if len(p) > maxPathLen {
+		return errPathTooLong
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c == '%' {
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return errPathBadEscape
+			}
+			d := unhex(p[i+1])<<4 | unhex(p[i+2])
+			switch {
+			case d < 0x20 || d == 0x7f:
+				return errPathControl
+			case d == '/' || d == '\\':
+				return errPathSlash
+			case d == '%' && i+4 < len(p) && isHex(p[i+3]) && isHex(p[i+4]):
+				// "%252e": harmless here, but ".." for a vendor stack that decodes twice.
+				return errPathDoubleEscape
+			}
+			i += 2
+			continue
+		}
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return errPathControl
+		case c == '\\':
+			return errPathSlash
+		case !isPathChar(c):
+			return errPathBadChar
+		}
+	}
+	rest := p[1:]
+	for first := true; ; first = false {
+		seg, tail, more := strings.Cut(rest, "/")
+		// An empty last segment is a trailing slash, which APIs may mean; an
+		// empty one elsewhere ("//") is how "//host" tricks start. A segment
+		// that is only ";params" is empty to a servlet container.
+		if (seg == "" && more) || (seg != "" && seg[0] == ';') {
+			return errPathEmptySegment
+		}
+		if isDotSegment(seg) {
+			return errPathDotSegment
+		}
+		if first && isSchemeLike(seg) {
+			return errPathScheme
+		}
+		if !more {
+			return nil
+		}
+		rest = tail
+	}
+}
+
+// checkQuery refuses bytes that can never be part of a request line. The query
+// is otherwise forwarded verbatim: it is the vendor's language (ServiceNow's
+// sysparm_query), and the broker has no business re-encoding it.
+func checkQuery(q string) error {
+	for i := 0; i < len(q); i++ {
+		if c := q[i]; c <= ' ' || c == 0x7f || c == '#' {
+			return errQueryBadChar
+		}
+	}
+	return nil
+}
+
+// isDotSegment reports whether seg, escaped, is "." or ".." or any run of
+// dots, in any mix of "." and "%2e"/"%2E", ignoring a ";params" suffix
+// (Tomcat reads "..;x" as "..").
+func isDotSegment(seg string) bool {
+	if i := strings.IndexByte(seg, ';'); i >= 0 {
+		seg = seg[:i]
+	}
+	if seg == "" {
+		return false
+	}
+	for i := 0; i < len(seg); {
+		switch {
+		case seg[i] == '.':
+			i++
+		case seg[i] == '%' && i+2 < len(seg) && seg[i+1] == '2' && (seg[i+2] == 'e' || seg[i+2] == 'E'):
+			i += 3
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// hasDotSegment reports whether a decoded path has a "." or ".." segment.
+func hasDotSegment(p string) bool {
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// isSchemeLike reports whether the escaped segment, decoded, starts with an
+// RFC 3986 scheme and a colon ("http:", "HTTPS:", "javascript:", "h%74tp%3a").
+func isSchemeLike(seg string) bool {
+	for i, n := 0, 0; i < len(seg); n++ {
+		c := seg[i]
+		if c == '%' && i+2 < len(seg) {
+			c = unhex(seg[i+1])<<4 | unhex(seg[i+2])
+			i += 3
+		} else {
+			i++
+		}
+		switch {
+		case c == ':':
+			return n > 0
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case n > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// isPathChar reports whether c may appear unescaped in a path: RFC 3986
+// unreserved, sub-delims, ":", "@" and "/".
+func isPathChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '.', '_', '~', '!', '$', '&', '\'', '(', ')', '*', '+', ',', ';', '=', ':', '@', '/':
+		return true
+	}
+	return false
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10
+	}
+	return 0
+}
