@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"net/http"
 )
 
 // Code is a stable, documented error code returned to API callers.
@@ -59,4 +60,31 @@ func CodeOf(err error) Code {
 		return e.Code
 	}
 	return CodeInternal
+}
+
+// HTTPStatus is the status an API answer with this code carries. It lives
+// with the codes so that every route maps them the same way; the proxy
+// differs in one place only (not_connected is 404 there, per the contract).
+func (c Code) HTTPStatus() int {
+	switch c {
+	case CodeInvalidRequest, CodeInvalidState, CodeInvalidInstance, CodeInvalidReturnTo,
+		CodeSiteChoiceRequired, CodeExchangeFailed, CodeAccessDenied:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeUnknownVendor, CodeNotFound:
+		return http.StatusNotFound
+	case CodeAlreadyConnected, CodeNotConnected, CodeInstanceMismatch, CodeUserMismatch,
+		CodeConflict, CodeClientNotConfigured:
+		return http.StatusConflict
+	case CodeReconnectRequired:
+		return http.StatusFailedDependency
+	case CodeVendorUnavailable:
+		return http.StatusBadGateway
+	case CodeStoreUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
 }

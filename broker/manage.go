@@ -30,7 +30,7 @@ func (b *Broker) Disconnect(ctx context.Context, caller Caller, vendorName strin
 		}
 	}
 	if !found {
-		return newError(CodeNotConnected, nil, "%s is not connected for this account", v.Name())
+		return newError(CodeNotFound, nil, "%s is not connected for this account", v.Name())
 	}
 	// The app-level connection goes last, so a failure part-way leaves an
 	// integration that can be disconnected again rather than orphaned users.

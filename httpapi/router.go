@@ -13,6 +13,14 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 )
 
+// proxyMethods are the methods the proxy forwards.
+func proxyMethods() []string {
+	return []string{
+		http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+		http.MethodPatch, http.MethodDelete, http.MethodOptions,
+	}
+}
+
 // Options wires the router. Broker, Authenticate and Caller are required.
 type Options struct {
 	Broker *broker.Broker
@@ -62,7 +70,8 @@ func New(o Options) (*gin.Engine, error) {
 	v1.PUT("/:vendor/config", h.putConfig)
 
 	if o.Proxy != nil {
-		r.Any("/proxy/:vendor/*path", o.Authenticate, o.Proxy)
+		// Explicit methods: CONNECT and TRACE have no place in a vendor API.
+		r.Match(proxyMethods(), "/proxy/:vendor/*path", o.Authenticate, o.Proxy)
 	}
 	if o.Admin != nil {
 		r.GET("/admin", func(c *gin.Context) { c.Redirect(http.StatusMovedPermanently, "/admin/") })

@@ -1,0 +1,328 @@
+// Package app assembles a tokenbroker process from its configuration: the
+// store, the vendors, the core, the API and proxy listener, and the
+// operations listener (/metrics, /healthz, /readyz). cmd/broker only turns
+// signals into a context and calls it; tests start it in-process.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tokenbroker/tokenbroker/auth"
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/httpapi"
+	"github.com/tokenbroker/tokenbroker/proxy"
+	"github.com/tokenbroker/tokenbroker/store/embedded"
+	"github.com/tokenbroker/tokenbroker/vendors/confluence"
+	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
+)
+
+// Options are what a process needs besides its configuration.
+type Options struct {
+	Logger  *slog.Logger
+	Version string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// App is one running broker.
+type App struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	store    broker.Store
+	broker   *broker.Broker
+	verifier *auth.Verifier
+	runner   *broker.Runner
+
+	routes       gin.RoutesInfo
+	api, ops     *http.Server
+	apiLn, opsLn net.Listener
+	ready        atomic.Bool
+	serveErr     chan error
+}
+
+// New builds the broker described by cfg without listening yet.
+func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	a = &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "tokenbroker_build_info",
+		Help: "Build information; the value is always 1.",
+	}, []string{"version", "goversion"})
+	a.reg.MustRegister(buildInfo)
+	buildInfo.WithLabelValues(o.Version, goVersion()).Set(1)
+
+	if a.store, err = openStore(cfg, log, now); err != nil {
+		return nil, err
+	}
+	vendorClient := &http.Client{Timeout: cfg.VendorTimeout, Transport: vendorTransport()}
+	vendors, err := buildVendors(cfg, vendorClient)
+	if err != nil {
+		return nil, err
+	}
+	public, err := url.Parse(cfg.PublicURL)
+	if err != nil {
+		return nil, fmt.Errorf("BROKER_PUBLIC_URL: %w", err)
+	}
+	a.broker, err = broker.New(broker.Options{
+		Store: a.store, Vendors: vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
+		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, RefreshMargin: cfg.RefreshMargin,
+		VendorTimeout: cfg.VendorTimeout, Logger: log, Registerer: a.reg, Now: now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.verifier, err = auth.NewVerifier(ctx, auth.Options{
+		HS256Secret: []byte(cfg.AuthHS256Secret.Reveal()), JWKSURL: cfg.AuthJWKSURL,
+		Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, Now: now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("caller authentication: %w", err)
+	}
+
+	policies := map[string]proxy.VendorPolicy{}
+	for _, v := range vendors {
+		policies[v.Name()] = proxy.VendorPolicy{}
+	}
+	// Atlassian's gateway may answer an expired token with 403 (v1) or 404
+	// (v2) instead of 401 (VENDORS.md).
+	// Its scope-mismatch 401 is not an expired token: a refresh cannot cure it.
+	policies["confluence"] = proxy.VendorPolicy{
+		NearExpiryStatuses: []int{http.StatusForbidden, http.StatusNotFound},
+		NearExpiry:         time.Minute,
+		NotExpired: func(status int, h http.Header) bool {
+			return status == http.StatusUnauthorized && h.Get("X-Failure-Category") == "FAILURE_CLIENT_SCOPE_CHECK"
+		},
+	}
+	px, err := proxy.New(proxy.Options{
+		Tokens: a.broker, Caller: accountOf, Vendors: policies,
+		MaxReplayBody: cfg.ProxyMaxReplayBody, Logger: log, Registerer: a.reg, Now: now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	router, err := httpapi.New(httpapi.Options{
+		Broker:       a.broker,
+		Authenticate: auth.Middleware(a.verifier, authError),
+		Caller:       callerOf,
+		Proxy:        px.Handle,
+		// proxy.Recovery, not gin's: gin's swallows http.ErrAbortHandler,
+		// which must reach net/http to cut a broken stream.
+		Middleware: []gin.HandlerFunc{proxy.Recovery(log), httpapi.RequestLog(log, callerOf)},
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.routes = router.Routes()
+	a.api = &http.Server{
+		Handler:           router,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	a.ops = &http.Server{Handler: a.opsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return a, nil
+}
+
+func openStore(cfg *config.Config, log *slog.Logger, now func() time.Time) (broker.Store, error) {
+	if cfg.Production() {
+		return nil, errors.New("BROKER_REDIS_URL/BROKER_VAULT_ADDR: the production store is not available in this build yet; unset both to use the embedded store")
+	}
+	var key []byte
+	if k := cfg.EncryptionKey.Reveal(); k != "" {
+		var err error
+		if key, err = embedded.ParseKey(k); err != nil {
+			return nil, fmt.Errorf("BROKER_ENCRYPTION_KEY: %w", err)
+		}
+	}
+	return embedded.Open(embedded.Options{Dir: cfg.DataDir, Key: key, Now: now, Logger: log})
+}
+
+func buildVendors(cfg *config.Config, hc *http.Client) ([]broker.Vendor, error) {
+	sn, err := servicenow.New(servicenow.Options{
+		Client:               broker.ClientCredentials{ClientID: cfg.ServiceNowClientID, ClientSecret: cfg.ServiceNowClientSecret.Reveal()},
+		AllowedHosts:         cfg.ServiceNowAllowedHosts,
+		AllowInsecure:        cfg.AllowInsecureVendorURLs,
+		PKCE:                 cfg.ServiceNowPKCE,
+		Scopes:               cfg.ServiceNowScopes,
+		RefreshTokenLifetime: cfg.ServiceNowRefreshTokenLifetime,
+		HTTPClient:           hc,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("servicenow: %w", err)
+	}
+	cf, err := confluence.New(confluence.Options{
+		Client:     broker.ClientCredentials{ClientID: cfg.ConfluenceClientID, ClientSecret: cfg.ConfluenceClientSecret.Reveal()},
+		AuthURL:    cfg.ConfluenceAuthURL,
+		APIURL:     cfg.ConfluenceAPIURL,
+		Scopes:     cfg.ConfluenceScopes,
+		PKCE:       cfg.ConfluencePKCE,
+		HTTPClient: hc,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("confluence: %w", err)
+	}
+	return []broker.Vendor{sn, cf}, nil
+}
+
+// vendorTransport is used for token-endpoint and identity calls, which are
+// few; the proxy has its own tuned transport.
+func vendorTransport() *http.Transport {
+	// Egress proxies come from HTTPS_PROXY/NO_PROXY, as for the proxy's own
+	// transport: that is how operators route outbound traffic.
+	return http.DefaultTransport.(*http.Transport).Clone()
+}
+
+func callerOf(c *gin.Context) (broker.Caller, bool) {
+	cl, ok := auth.ClaimsFrom(c)
+	if !ok {
+		return broker.Caller{}, false
+	}
+	return broker.Caller{Account: cl.Account, Subject: cl.Subject, Admin: cl.HasRole("admin")}, true
+}
+
+func accountOf(c *gin.Context) (string, bool) {
+	cl, ok := auth.ClaimsFrom(c)
+	return cl.Account, ok
+}
+
+func authError(c *gin.Context, status int, code, msg string) {
+	c.Header("Cache-Control", "no-store")
+	proxy.WriteError(c, status, broker.Code(code), msg)
+}
+
+func (a *App) opsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !a.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: starting or shutting down\n"))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := a.store.Ready(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: store unreachable\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+// Start loads the connections into memory, starts the background refresher
+// and serves both listeners. It returns once they accept connections.
+func (a *App) Start(ctx context.Context) error {
+	var err error
+	if a.runner, err = a.broker.Start(ctx); err != nil {
+		return err
+	}
+	if a.apiLn, err = net.Listen("tcp", a.cfg.ListenAddr); err != nil {
+		return fmt.Errorf("BROKER_LISTEN_ADDR: %w", err)
+	}
+	if a.opsLn, err = net.Listen("tcp", a.cfg.MetricsAddr); err != nil {
+		return fmt.Errorf("BROKER_METRICS_ADDR: %w", err)
+	}
+	go a.serve(a.api, a.apiLn)
+	go a.serve(a.ops, a.opsLn)
+	a.ready.Store(true)
+	a.log.Info("tokenbroker started", "listen", a.apiLn.Addr().String(), "metrics", a.opsLn.Addr().String(),
+		"store", storeKind(a.cfg))
+	return nil
+}
+
+func (a *App) serve(s *http.Server, ln net.Listener) {
+	if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		a.serveErr <- err
+	}
+}
+
+// Err reports a listener that failed after Start.
+func (a *App) Err() <-chan error { return a.serveErr }
+
+// Addr is the API listener's address (useful with port 0).
+func (a *App) Addr() string { return a.apiLn.Addr().String() }
+
+// MetricsAddr is the operations listener's address.
+func (a *App) MetricsAddr() string { return a.opsLn.Addr().String() }
+
+// Broker exposes the core, for tests and commands.
+func (a *App) Broker() *broker.Broker { return a.broker }
+
+// Routes lists the API listener's routes (method and gin path), for the
+// test that keeps docs/openapi.yaml and the server in step.
+func (a *App) Routes() gin.RoutesInfo { return a.routes }
+
+// Registry exposes the metrics registry, for tests.
+func (a *App) Registry() *prometheus.Registry { return a.reg }
+
+// Shutdown stops taking requests, lets those in flight finish until ctx
+// ends, stops the background work and closes the store.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.ready.Store(false)
+	var errs []error
+	if a.api != nil {
+		errs = append(errs, a.api.Shutdown(ctx))
+	}
+	if a.runner != nil {
+		a.runner.Stop()
+	}
+	if a.ops != nil {
+		errs = append(errs, a.ops.Shutdown(ctx))
+	}
+	errs = append(errs, a.close())
+	return errors.Join(errs...)
+}
+
+func (a *App) close() error {
+	var errs []error
+	if a.verifier != nil {
+		a.verifier.Close()
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func storeKind(cfg *config.Config) string {
+	if cfg.Production() {
+		return "vault+redis"
+	}
+	return "embedded"
+}

@@ -1,0 +1,5 @@
+package app
+
+import "runtime"
+
+func goVersion() string { return runtime.Version() }
