@@ -59,16 +59,6 @@ func (c *cache) replace(all map[Key]*cached) {
 	c.mu.Unlock()
 }
 
-func (c *cache) snapshot() []*cached {
-	c.mu.RLock()
-	out := make([]*cached, 0, len(c.entries))
-	for _, e := range c.entries {
-		out = append(out, e)
-	}
-	c.mu.RUnlock()
-	return out
-}
-
 // flagged counts flagged connections of one vendor (a gauge, read at scrape).
 func (c *cache) flagged(vendor string) int {
 	n := 0

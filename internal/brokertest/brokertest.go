@@ -34,16 +34,15 @@ type Env struct {
 	Secret  []byte            // HS256 secret callers' JWTs are signed with
 	DataDir string
 	HTTP    *http.Client // does not follow redirects
-	Logs    *LogBuffer // everything the broker logged
+	Logs    *LogBuffer   // everything the broker logged
 }
 
 // Option adjusts an Env before it starts.
 type Option func(*settings)
 
 type settings struct {
-	sim  vendorsim.Options
-	env  map[string]string
-	logs io.Writer
+	sim vendorsim.Options
+	env map[string]string
 }
 
 // WithEnv sets a broker variable.
