@@ -79,23 +79,15 @@ func (b *Broker) Status(ctx context.Context, account string, typ IntegrationType
 		if typ != "" && v.Type() != typ {
 			continue
 		}
-		conns, err := b.store.ListConnections(ctx, account, v.Name())
+		sum, err := b.store.Summary(ctx, account, v.Name())
 		if err != nil {
 			return nil, storeError(err)
 		}
 		st := IntegrationStatus{Vendor: v.Name(), Type: v.Type()}
-		var details ConnectionDetails
-		for i := range conns {
-			c := &conns[i]
-			if c.Key.UserID != "" {
-				details.Total++
-				if !c.RefreshTokenExpired {
-					details.Connected++
-				}
-				continue
-			}
-			fillAppStatus(&st, c, v)
+		if sum.App != nil {
+			fillAppStatus(&st, sum.App, v)
 		}
+		details := ConnectionDetails{Total: sum.UsersTotal, Connected: sum.UsersConnected}
 		if includeUsers {
 			st.ConnectionDetails = &details
 		}

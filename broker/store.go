@@ -86,6 +86,23 @@ type Notifier interface {
 	Subscribe(ctx context.Context) (<-chan Change, error)
 }
 
+// Summary is what the status endpoint needs of one vendor in one account.
+type Summary struct {
+	// App is the app-level connection with its token strings blanked (times
+	// kept: they predict the refresh token's expiry); nil when the
+	// vendor is not integrated.
+	App *Connection
+	// UsersTotal counts user-level connections; UsersConnected those not
+	// flagged refreshTokenExpired.
+	UsersTotal, UsersConnected int
+}
+
+// Indexer answers the status endpoint without reading every connection's
+// secrets (production: counters and flags in Redis, rebuildable from Vault).
+type Indexer interface {
+	Summary(ctx context.Context, account, vendor string) (Summary, error)
+}
+
 // Store is everything the core needs from storage. The embedded store (bbolt)
 // implements all of it for one replica; production splits it between Vault
 // (connections, clients) and Redis (states, leases, changes, index).
@@ -95,6 +112,7 @@ type Store interface {
 	StateStore
 	Leaser
 	Notifier
+	Indexer
 	// Ready reports whether the backing stores are reachable (/readyz).
 	Ready(ctx context.Context) error
 	Close() error
