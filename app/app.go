@@ -23,6 +23,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/console"
 	"github.com/tokenbroker/tokenbroker/httpapi"
 	"github.com/tokenbroker/tokenbroker/proxy"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
@@ -61,6 +62,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	// Every line logged while serving a request carries its request id.
+	log = slog.New(httpapi.RequestIDHandler(log.Handler()))
 	now := o.Now
 	if now == nil {
 		now = time.Now
@@ -133,6 +136,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		Authenticate: auth.Middleware(a.verifier, authError),
 		Caller:       callerOf,
 		Proxy:        px.Handle,
+		Admin:        console.Handler(),
 		// proxy.Recovery, not gin's: gin's swallows http.ErrAbortHandler,
 		// which must reach net/http to cut a broken stream.
 		Middleware: []gin.HandlerFunc{proxy.Recovery(log), httpapi.RequestLog(log, callerOf)},
@@ -291,10 +295,22 @@ func (a *App) Routes() gin.RoutesInfo { return a.routes }
 // Registry exposes the metrics registry, for tests.
 func (a *App) Registry() *prometheus.Registry { return a.reg }
 
-// Shutdown stops taking requests, lets those in flight finish until ctx
-// ends, stops the background work and closes the store.
+// Shutdown turns readiness off at once, keeps serving for the grace period
+// (load balancers need a moment to stop sending traffic), then stops taking
+// connections, lets requests in flight (streams included) finish until ctx
+// ends, stops the background work (refreshes in flight release their
+// leases) and closes the store.
 func (a *App) Shutdown(ctx context.Context) error {
 	a.ready.Store(false)
+	if g := a.cfg.ShutdownGrace; g > 0 && a.apiLn != nil {
+		a.log.Info("readiness off; still serving during the grace period", "grace", g.String())
+		t := time.NewTimer(g)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	var errs []error
 	if a.api != nil {
 		errs = append(errs, a.api.Shutdown(ctx))

@@ -25,6 +25,7 @@ type Config struct {
 	MetricsAddr     string
 	PublicURL       string // absolute http(s) URL, no trailing slash
 	ShutdownTimeout time.Duration
+	ShutdownGrace   time.Duration
 	LogLevel        slog.Level
 	LogFormat       string // "json" or "text"
 

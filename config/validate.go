@@ -37,6 +37,9 @@ func (c *Config) Validate() error {
 	if err := checkPositive("BROKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout); err != nil {
 		return err
 	}
+	if c.ShutdownGrace < 0 {
+		return fieldErrorf("BROKER_SHUTDOWN_GRACE", "must not be negative, got %q", c.ShutdownGrace.String())
+	}
 	if !slices.Contains([]slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError}, c.LogLevel) {
 		return fieldErrorf("BROKER_LOG_LEVEL", "invalid log level %q (want debug, info, warn or error)", c.LogLevel.String())
 	}

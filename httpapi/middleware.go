@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
@@ -27,6 +28,7 @@ func RequestLog(log *slog.Logger, caller func(c *gin.Context) (broker.Caller, bo
 			id = hex.EncodeToString(b[:])
 		}
 		c.Header(RequestIDHeader, id)
+		c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), requestIDKey{}, id))
 		c.Next()
 		level := slog.LevelInfo
 		if c.Writer.Status() >= 500 {
@@ -35,8 +37,8 @@ func RequestLog(log *slog.Logger, caller func(c *gin.Context) (broker.Caller, bo
 		if !log.Enabled(c.Request.Context(), level) {
 			return
 		}
+		// request_id comes from RequestIDHandler, through the context.
 		attrs := []slog.Attr{
-			slog.String("request_id", id),
 			slog.String("method", c.Request.Method),
 			slog.String("route", c.FullPath()),
 			slog.Int("status", c.Writer.Status()),
@@ -69,4 +71,28 @@ func validRequestID(s string) bool {
 		}
 	}
 	return true
+}
+
+type requestIDKey struct{}
+
+// RequestIDHandler adds the request id, when the context carries one, to
+// every record: the core logs flow steps with the request's context, and
+// this ties them to the request line.
+func RequestIDHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
+
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		r.AddAttrs(slog.String("request_id", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestIDHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
 }

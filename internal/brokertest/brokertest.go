@@ -94,6 +94,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 		"BROKER_CONFLUENCE_API_URL":         sim.AtlassianAPIURL(),
 		"BROKER_RETURN_URLS":                "https://console.example.com/integrations",
 		"BROKER_LOG_LEVEL":                  "debug",
+		"BROKER_SHUTDOWN_GRACE":             "0s",
 	}
 	for k, v := range s.env {
 		e.Env[k] = v
@@ -130,6 +131,10 @@ func (e *Env) start() {
 	e.URL = "http://" + a.Addr()
 	e.t.Cleanup(e.stop)
 }
+
+// Stop stops the broker (the simulator keeps running), e.g. to hand its data
+// directory and addresses to a broker process.
+func (e *Env) Stop() { e.stop() }
 
 func (e *Env) stop() {
 	if e.App == nil {

@@ -1,0 +1,133 @@
+package app_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
+)
+
+// TestSIGTERMUnderLoad sends SIGTERM to a broker process while slow proxied
+// calls are in flight: readiness fails at once, the calls in flight all
+// finish with 200, and only new connections after the grace period are
+// refused.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a broker process")
+	}
+	bin := filepath.Join(t.TempDir(), "broker")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/broker")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	// An in-process broker on the same data directory does the OAuth round
+	// trip; then the process takes over the same embedded store.
+	e := brokertest.Start(t)
+	admin := e.Admin(acme)
+	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
+	e.Restart() // sanity: the data survives
+	env := os.Environ()
+	for k, v := range e.Env {
+		env = append(env, k+"="+v)
+	}
+	env = append(env, "BROKER_SHUTDOWN_GRACE=1s", "BROKER_SHUTDOWN_TIMEOUT=20s", "BROKER_LOG_LEVEL=info")
+	brokerURL, metricsURL := e.URL, "http://"+e.Env["BROKER_METRICS_ADDR"]
+	e.Stop()
+
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	var logs strings.Builder
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if r, err := http.Get(metricsURL + "/readyz"); err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("broker process not ready: %s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Every API call now takes 2 s at the vendor, so calls are in flight
+	// when the signal lands.
+	e.Sim.Script(vendorsim.Fault{Vendor: "servicenow", Kind: vendorsim.KindAPILatency, Delay: 2 * time.Second, Count: 1000})
+	hc := &http.Client{Timeout: 30 * time.Second}
+	var inFlight sync.WaitGroup
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	started := make(chan struct{}, 40)
+	for range 40 {
+		inFlight.Go(func() {
+			req, _ := http.NewRequest("GET", brokerURL+"/proxy/servicenow/api/now/table/incident", nil)
+			req.Header.Set("Authorization", "Bearer "+admin)
+			started <- struct{}{}
+			resp, err := hc.Do(req)
+			if err == nil && resp.StatusCode == http.StatusOK {
+				resp.Body.Close()
+				ok.Add(1)
+				return
+			}
+			failed.Add(1)
+			if err != nil {
+				firstErr.CompareAndSwap(nil, err.Error())
+			} else {
+				firstErr.CompareAndSwap(nil, fmt.Sprint(resp.StatusCode))
+				resp.Body.Close()
+			}
+		})
+	}
+	for range 40 {
+		<-started
+	}
+	time.Sleep(500 * time.Millisecond) // all 40 are now waiting on the vendor
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if r, err := http.Get(metricsURL + "/readyz"); err != nil || r.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("readiness did not turn false at once after SIGTERM (%v)", err)
+	} else {
+		r.Body.Close()
+	}
+	inFlight.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d of 40 in-flight calls failed across SIGTERM (first: %v); logs:\n%s", failed.Load(), firstErr.Load(), logs.String())
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("broker exited with %v; logs:\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("broker did not exit after SIGTERM")
+	}
+	// After the grace period new connections are refused.
+	_, err := http.Get(brokerURL + "/v1/account/integrations")
+	if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("after shutdown a new connection was not refused: %v", err)
+	}
+	t.Logf("%d in-flight calls finished across SIGTERM", ok.Load())
+}
