@@ -314,13 +314,17 @@ func TestLostRaceIsNotFlagged(t *testing.T) {
 	key := broker.Key{Account: acme, Vendor: "confluence"}
 	// The refresh gets a dead answer, slowly; meanwhile a reconnect stores
 	// a new grant. The dead answer concerns the old token: a lost race.
-	e.Sim.Script(vendorsim.Fault{Vendor: "atlassian", Kind: vendorsim.KindDead, Delay: 1500 * time.Millisecond})
+	e.Sim.Script(vendorsim.Fault{Vendor: "atlassian", Kind: vendorsim.KindDead, Delay: 3 * time.Second})
+	before := e.Sim.Counters().Atlassian.TokenCalls.RefreshToken
 	done := make(chan broker.Code, 1)
 	go func() {
 		_, err := e.App.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true})
 		done <- broker.CodeOf(err)
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Reconnect only once the refresh is at the vendor, holding the old token.
+	for e.Sim.Counters().Atlassian.TokenCalls.RefreshToken == before {
+		time.Sleep(10 * time.Millisecond)
+	}
 	e.MustConnect(admin, "confluence", "action=reconnect", "alice", broker.ResultReconnected)
 	if code := <-done; code == broker.CodeReconnectRequired {
 		t.Fatalf("a lost race answered reconnect_required")

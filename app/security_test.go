@@ -49,7 +49,7 @@ func param(t *testing.T, raw, key string) string {
 }
 
 func TestStateIsOneTimeAndBound(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithEnv("BROKER_STATE_TTL", "1s"))
+	e := brokertest.Start(t, brokertest.WithEnv("BROKER_STATE_TTL", "3s"))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	base := snapshot(t, e, acme)
@@ -108,7 +108,7 @@ func TestStateIsOneTimeAndBound(t *testing.T) {
 
 	// Expired.
 	cb = e.Approve(e.AuthURL(admin, "servicenow", "action=reconnect"), "alice")
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(3100 * time.Millisecond)
 	refused("expired state", cb)
 
 	// The vendor's own error: a clean error result, nothing changes.

@@ -68,6 +68,7 @@ type Broker struct {
 	refreshes  singleflight.Group
 	cache      *cache
 	sched      *schedule
+	pending    *pending
 }
 
 // New builds a Broker from validated options.
@@ -89,6 +90,7 @@ func New(o Options) (*Broker, error) {
 		now:       o.Now,
 		cache:     newCache(),
 		sched:     newSchedule(),
+		pending:   newPending(),
 	}
 	for _, v := range o.Vendors {
 		if _, dup := b.vendors[v.Name()]; dup {

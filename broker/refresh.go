@@ -111,7 +111,7 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	class := ClassifyTokenError(err)
 	// A changed refresh token in the store means another writer won the race
 	// (a replica whose lease lapsed, or a reconnect): adopt it, never flag.
-	if stored, gerr := b.store.GetConnection(ctx, key); gerr == nil && stored.Tokens.RefreshToken != cur.Tokens.RefreshToken {
+	if stored, gerr := b.current(ctx, key); gerr == nil && stored.Tokens.RefreshToken != cur.Tokens.RefreshToken {
 		b.metrics.refresh(v.Name(), ClassRace)
 		return stored, nil
 	}
@@ -132,11 +132,18 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
 		if err == nil {
 			cur, err := b.store.GetConnection(ctx, key)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				// The connection store is down but the lease is ours: refresh
+				// from memory; the result waits in memory for the store.
+				if e, ok := b.cache.get(key); ok {
+					return l, e.conn, false, nil
+				}
+			}
 			if err != nil {
 				_ = l.Release(ctx)
 				return nil, Connection{}, true, b.readError(key, err)
 			}
-			return l, cur, false, nil
+			return l, b.withPending(cur), false, nil
 		}
 		if !errors.Is(err, ErrLeaseHeld) {
 			return nil, Connection{}, true, storeError(err)
@@ -201,13 +208,18 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 		saved, err := b.store.PutConnection(ctx, next)
 		if err == nil {
 			b.metrics.refresh(v.Name(), "success")
+			b.pending.drop(cur.Key)
 			b.stored(ctx, saved)
 			return saved, nil
 		}
 		if !errors.Is(err, ErrVersionConflict) {
-			return cur, storeError(err)
+			// The vendor has answered: these tokens (a rotated refresh token
+			// included) must not be lost. Serve them and write them later.
+			b.metrics.refresh(v.Name(), "success")
+			b.keepPending(ctx, next, used, err)
+			return next, nil
 		}
-		latest, gerr := b.store.GetConnection(ctx, cur.Key)
+		latest, gerr := b.current(ctx, cur.Key)
 		if gerr != nil {
 			return cur, b.readError(cur.Key, gerr)
 		}
@@ -296,7 +308,7 @@ func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class Error
 		if !errors.Is(err, ErrVersionConflict) {
 			break
 		}
-		latest, gerr := b.store.GetConnection(ctx, cur.Key)
+		latest, gerr := b.current(ctx, cur.Key)
 		if gerr != nil {
 			return cur, b.readError(cur.Key, gerr)
 		}

@@ -31,6 +31,7 @@ func (b *Broker) Start(ctx context.Context) (*Runner, error) {
 	r := &Runner{cancel: cancel}
 	r.wg.Go(func() { b.follow(ctx, changes) })
 	r.wg.Go(func() { b.runRefresher(ctx) })
+	r.wg.Go(func() { b.flushPending(ctx) })
 	return r, nil
 }
 

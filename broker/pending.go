@@ -1,0 +1,165 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+)
+
+// pending holds refresh results the store could not take (Vault down). They
+// are the newest truth for their connection: the cache serves them, a
+// further refresh starts from them (never from the older stored copy, whose
+// refresh token Atlassian may already have rotated away), and a background
+// loop writes them as soon as the store answers again.
+type pending struct {
+	mu sync.Mutex
+	m  map[Key]pendingWrite
+}
+
+type pendingWrite struct {
+	conn Connection // Version is the stored version it was derived from
+	// usedRefresh is the refresh token the stored copy still holds: the write
+	// may be re-applied onto a newer record only while that is unchanged.
+	usedRefresh string
+}
+
+func newPending() *pending { return &pending{m: make(map[Key]pendingWrite)} }
+
+func (p *pending) put(w pendingWrite) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur, ok := p.m[w.conn.Key]; ok {
+		w.usedRefresh = cur.usedRefresh // still what the store holds
+	}
+	p.m[w.conn.Key] = w
+}
+
+func (p *pending) get(k Key) (pendingWrite, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w, ok := p.m[k]
+	return w, ok
+}
+
+// done drops k's pending write if it is still w (a newer one stays).
+func (p *pending) done(k Key, w pendingWrite) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur, ok := p.m[k]; ok && cur.conn.Tokens.AccessToken == w.conn.Tokens.AccessToken {
+		delete(p.m, k)
+	}
+}
+
+// drop forgets k's pending write: a newer write has succeeded.
+func (p *pending) drop(k Key) {
+	p.mu.Lock()
+	delete(p.m, k)
+	p.mu.Unlock()
+}
+
+func (p *pending) all() []pendingWrite {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]pendingWrite, 0, len(p.m))
+	for _, w := range p.m {
+		out = append(out, w)
+	}
+	return out
+}
+
+func (p *pending) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
+}
+
+// withPending returns the connection a refresh should start from: a pending
+// write derived from the stored version wins over the stored copy.
+func (b *Broker) withPending(stored Connection) Connection {
+	w, ok := b.pending.get(stored.Key)
+	if !ok {
+		return stored
+	}
+	if stored.Tokens.RefreshToken != w.usedRefresh {
+		return stored // someone stored newer tokens; flushPending will drop ours
+	}
+	c := w.conn
+	c.Version = stored.Version
+	return c
+}
+
+// current reads a connection as a refresh must see it: the stored copy, or
+// the pending write derived from it.
+func (b *Broker) current(ctx context.Context, k Key) (Connection, error) {
+	c, err := b.store.GetConnection(ctx, k)
+	if err != nil {
+		return c, err
+	}
+	return b.withPending(c), nil
+}
+
+// keepPending records a refresh result the store refused for a reason other
+// than a version conflict, and serves it from memory meanwhile.
+func (b *Broker) keepPending(ctx context.Context, next Connection, usedRefresh string, err error) {
+	b.pending.put(pendingWrite{conn: next, usedRefresh: usedRefresh})
+	b.cacheConn(next)
+	b.log.WarnContext(ctx, "store unavailable: new tokens kept in memory until they can be written",
+		"vendor", next.Key.Vendor, "err", err)
+}
+
+// flushPending writes pending refresh results until ctx ends.
+func (b *Broker) flushPending(ctx context.Context) {
+	wait := time.Second
+	for {
+		if sleepCtx(ctx, wait) != nil {
+			return
+		}
+		failed := false
+		for _, w := range b.pending.all() {
+			if err := b.writePending(ctx, w); err != nil {
+				failed = true
+			}
+		}
+		if failed {
+			wait = min(wait*2, 10*time.Second)
+		} else {
+			wait = time.Second
+		}
+	}
+}
+
+func (b *Broker) writePending(ctx context.Context, w pendingWrite) error {
+	next := w.conn
+	for attempt := 0; attempt < 5; attempt++ {
+		saved, err := b.store.PutConnection(ctx, next)
+		if err == nil {
+			b.pending.done(next.Key, w)
+			b.stored(ctx, saved)
+			b.log.InfoContext(ctx, "tokens kept in memory during a store outage are written", "vendor", next.Key.Vendor)
+			return nil
+		}
+		if !errors.Is(err, ErrVersionConflict) {
+			return err
+		}
+		latest, err := b.store.GetConnection(ctx, next.Key)
+		if errors.Is(err, ErrNotFound) {
+			b.pending.done(next.Key, w) // disconnected meanwhile
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if latest.Tokens.RefreshToken != w.usedRefresh {
+			// A reconnect (or a replica that could write) stored newer tokens.
+			b.pending.done(next.Key, w)
+			b.cacheConn(latest)
+			return nil
+		}
+		merged := latest
+		merged.Tokens, merged.LastRefreshAt, merged.LastError, merged.UpdatedAt =
+			w.conn.Tokens, w.conn.LastRefreshAt, w.conn.LastError, w.conn.UpdatedAt
+		next = merged
+	}
+	return ErrVersionConflict
+}
