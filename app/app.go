@@ -27,6 +27,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/httpapi"
 	"github.com/tokenbroker/tokenbroker/proxy"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
+	"github.com/tokenbroker/tokenbroker/store/instrumented"
 	"github.com/tokenbroker/tokenbroker/vendors/confluence"
 	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
 )
@@ -82,9 +83,25 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	a.reg.MustRegister(buildInfo)
 	buildInfo.WithLabelValues(o.Version, goVersion()).Set(1)
 
-	if a.store, err = openStore(cfg, log, now); err != nil {
+	raw, err := openStore(cfg, log, now)
+	if err != nil {
 		return nil, err
 	}
+	if a.store, err = instrumented.Wrap(raw, a.reg); err != nil {
+		_ = raw.Close()
+		return nil, err
+	}
+	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenbroker_store_up",
+		Help: "1 when the stores answer (checked at scrape time), 0 when not.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if a.store.Ready(ctx) != nil {
+			return 0
+		}
+		return 1
+	}))
 	vendorClient := &http.Client{Timeout: cfg.VendorTimeout, Transport: vendorTransport()}
 	vendors, err := buildVendors(cfg, vendorClient)
 	if err != nil {

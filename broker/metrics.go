@@ -8,8 +8,9 @@ import (
 // names, ErrorClass, actions, API codes), and every series of the small sets
 // is created up front so that dashboards see zeros instead of gaps.
 type metrics struct {
-	refreshes *prometheus.CounterVec
-	callbacks *prometheus.CounterVec
+	refreshes  *prometheus.CounterVec
+	callbacks  *prometheus.CounterVec
+	contention *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache) (*metrics, error) {
@@ -22,8 +23,12 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache) (*metrics
 			Name: "tokenbroker_oauth_callbacks_total",
 			Help: "OAuth callbacks by vendor, action (connect, reconnect, changeUser) and result (success or error code).",
 		}, []string{"vendor", "action", "result"}),
+		contention: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_refresh_lease_contention_total",
+			Help: "Refreshes that found the connection's lease held by another refresh (this or another replica) and waited for its result.",
+		}, []string{"vendor"}),
 	}
-	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks} {
+	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -38,6 +43,7 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache) (*metrics
 		if err := reg.Register(flagged); err != nil {
 			return nil, err
 		}
+		m.contention.WithLabelValues(name)
 		for _, r := range []string{"success", string(ClassDead), string(ClassClientConfig), string(ClassTransient), string(ClassRace)} {
 			m.refreshes.WithLabelValues(v.Name(), r)
 		}

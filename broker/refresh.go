@@ -148,6 +148,9 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 		if !errors.Is(err, ErrLeaseHeld) {
 			return nil, Connection{}, true, storeError(err)
 		}
+		if seen == 0 {
+			b.metrics.contention.WithLabelValues(key.Vendor).Inc()
+		}
 		cur, err := b.store.GetConnection(ctx, key)
 		if err != nil {
 			return nil, Connection{}, true, b.readError(key, err)
