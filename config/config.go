@@ -43,8 +43,19 @@ type Config struct {
 	RedisURL      Secret // a URL that may carry a password
 	VaultAddr     string
 	VaultToken    Secret
-	VaultMount    string
-	VaultPrefix   string
+
+	RedisSentinelMaster      string
+	RedisSentinelAddrs       []string
+	RedisClusterAddrs        []string
+	RedisPrefix              string
+	VaultAppRoleRoleID       string
+	VaultAppRoleSecretID     Secret
+	VaultKubernetesRole      string
+	VaultKubernetesTokenPath string
+	VaultAuthMount           string
+	VaultCACert              string
+	VaultMount               string
+	VaultPrefix              string
 
 	VendorTimeout           time.Duration
 	AllowInsecureVendorURLs bool

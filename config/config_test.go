@@ -76,6 +76,8 @@ func TestLoadDefaults(t *testing.T) {
 		DataDir:                        "./data",
 		VaultMount:                     "secret",
 		VaultPrefix:                    "tokenbroker",
+		RedisPrefix:                    "tokenbroker",
+		VaultKubernetesTokenPath:       "/var/run/secrets/kubernetes.io/serviceaccount/token",
 		VendorTimeout:                  30 * time.Second,
 		RefreshMargin:                  5 * time.Minute,
 		ProxyMaxReplayBody:             1 << 20,
@@ -151,6 +153,9 @@ func validYAMLConfig() *Config {
 		VaultToken:                     "file-vault-token",
 		VaultMount:                     "kv",
 		VaultPrefix:                    "brokers/prod",
+		RedisPrefix:                    "tokenbroker",
+		VaultKubernetesTokenPath:       "/var/run/secrets/kubernetes.io/serviceaccount/token",
+		EncryptionKey:                  "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
 		VendorTimeout:                  20 * time.Second,
 		RefreshMargin:                  10 * time.Minute,
 		ProxyMaxReplayBody:             65536,
@@ -191,9 +196,10 @@ func TestLoadFileErrors(t *testing.T) {
 func TestLoadBadValues(t *testing.T) {
 	base := map[string]string{"BROKER_AUTH_HS256_SECRET": testSecret}
 	production := with(base, map[string]string{
-		"BROKER_REDIS_URL":   "redis://redis:6379",
-		"BROKER_VAULT_ADDR":  "http://vault:8200",
-		"BROKER_VAULT_TOKEN": "vault-token-value",
+		"BROKER_REDIS_URL":      "redis://redis:6379",
+		"BROKER_VAULT_ADDR":     "http://vault:8200",
+		"BROKER_VAULT_TOKEN":    "vault-token-value",
+		"BROKER_ENCRYPTION_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
 	})
 	for _, tc := range []struct {
 		name string
@@ -269,7 +275,15 @@ func TestLoadBadValues(t *testing.T) {
 		{"vault address", with(production, map[string]string{"BROKER_VAULT_ADDR": "vault:8200"}),
 			`BROKER_VAULT_ADDR: "vault:8200" is not an absolute http(s) URL`},
 		{"vault token", with(production, map[string]string{"BROKER_VAULT_TOKEN": ""}),
-			`BROKER_VAULT_TOKEN: required when BROKER_VAULT_ADDR is set`},
+			`BROKER_VAULT_TOKEN: set exactly one Vault auth method: BROKER_VAULT_TOKEN, BROKER_VAULT_APPROLE_ROLE_ID with BROKER_VAULT_APPROLE_SECRET_ID, or BROKER_VAULT_KUBERNETES_ROLE`},
+		{"two vault auth methods", with(production, map[string]string{"BROKER_VAULT_KUBERNETES_ROLE": "broker"}),
+			`BROKER_VAULT_TOKEN: set exactly one Vault auth method: BROKER_VAULT_TOKEN, BROKER_VAULT_APPROLE_ROLE_ID with BROKER_VAULT_APPROLE_SECRET_ID, or BROKER_VAULT_KUBERNETES_ROLE`},
+		{"approle without secret id", with(production, map[string]string{"BROKER_VAULT_TOKEN": "", "BROKER_VAULT_APPROLE_ROLE_ID": "r"}),
+			`BROKER_VAULT_APPROLE_SECRET_ID: AppRole needs both BROKER_VAULT_APPROLE_ROLE_ID and BROKER_VAULT_APPROLE_SECRET_ID`},
+		{"production without encryption key", with(production, map[string]string{"BROKER_ENCRYPTION_KEY": ""}),
+			`BROKER_ENCRYPTION_KEY: required with Vault and Redis: every replica seals OAuth states in Redis with the same key`},
+		{"sentinel without addresses", with(production, map[string]string{"BROKER_REDIS_SENTINEL_MASTER": "mymaster"}),
+			`BROKER_REDIS_SENTINEL_ADDRS: required with BROKER_REDIS_SENTINEL_MASTER`},
 		{"vault mount", with(production, map[string]string{"BROKER_VAULT_MOUNT": "/"}),
 			`BROKER_VAULT_MOUNT: required when BROKER_VAULT_ADDR is set`},
 		{"servicenow id without secret", with(base, map[string]string{"BROKER_SERVICENOW_CLIENT_ID": "sn"}),

@@ -27,6 +27,10 @@ func TestHideConfigSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Only one Vault auth method may be configured, so the AppRole secret is
+	// set on the loaded Config directly.
+	vars["BROKER_VAULT_APPROLE_SECRET_ID"] = "approle-secret-id-value"
+	c.VaultAppRoleSecretID = Secret(vars["BROKER_VAULT_APPROLE_SECRET_ID"])
 	// The secrets to look for come from the settings table, so a Secret
 	// field added later is covered without touching this test.
 	var secrets []string

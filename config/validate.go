@@ -144,8 +144,34 @@ func (c *Config) validateStores() error {
 	if err := checkURL("BROKER_VAULT_ADDR", c.VaultAddr); err != nil {
 		return err
 	}
-	if c.VaultToken == "" {
-		return fieldErrorf("BROKER_VAULT_TOKEN", "required when BROKER_VAULT_ADDR is set")
+	auths := 0
+	for _, set := range []bool{c.VaultToken != "", c.VaultAppRoleRoleID != "" || c.VaultAppRoleSecretID != "", c.VaultKubernetesRole != ""} {
+		if set {
+			auths++
+		}
+	}
+	if auths != 1 {
+		return fieldErrorf("BROKER_VAULT_TOKEN", "set exactly one Vault auth method: BROKER_VAULT_TOKEN, BROKER_VAULT_APPROLE_ROLE_ID with BROKER_VAULT_APPROLE_SECRET_ID, or BROKER_VAULT_KUBERNETES_ROLE")
+	}
+	if (c.VaultAppRoleRoleID == "") != (c.VaultAppRoleSecretID == "") {
+		return fieldErrorf("BROKER_VAULT_APPROLE_SECRET_ID", "AppRole needs both BROKER_VAULT_APPROLE_ROLE_ID and BROKER_VAULT_APPROLE_SECRET_ID")
+	}
+	if c.EncryptionKey == "" {
+		return fieldErrorf("BROKER_ENCRYPTION_KEY", "required with Vault and Redis: every replica seals OAuth states in Redis with the same key")
+	}
+	if c.RedisSentinelMaster != "" && len(c.RedisSentinelAddrs) == 0 {
+		return fieldErrorf("BROKER_REDIS_SENTINEL_ADDRS", "required with BROKER_REDIS_SENTINEL_MASTER")
+	}
+	if c.RedisSentinelMaster != "" && len(c.RedisClusterAddrs) > 0 {
+		return fieldErrorf("BROKER_REDIS_CLUSTER_ADDRS", "Sentinel and Cluster exclude each other")
+	}
+	for _, a := range append(append([]string(nil), c.RedisSentinelAddrs...), c.RedisClusterAddrs...) {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fieldErrorf("BROKER_REDIS_SENTINEL_ADDRS", "%q is not host:port", a)
+		}
+	}
+	if c.RedisPrefix == "" {
+		return fieldErrorf("BROKER_REDIS_PREFIX", "must not be empty")
 	}
 	if c.VaultMount == "" {
 		return fieldErrorf("BROKER_VAULT_MOUNT", "required when BROKER_VAULT_ADDR is set")
