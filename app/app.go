@@ -83,7 +83,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	a.reg.MustRegister(buildInfo)
 	buildInfo.WithLabelValues(o.Version, goVersion()).Set(1)
 
-	raw, err := openStore(cfg, log, now)
+	raw, err := openStore(ctx, cfg, log, now)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	return a, nil
 }
 
-func openStore(cfg *config.Config, log *slog.Logger, now func() time.Time) (broker.Store, error) {
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (broker.Store, error) {
 	if cfg.Production() {
 		return nil, errors.New("BROKER_REDIS_URL/BROKER_VAULT_ADDR: the production store is not available in this build yet; unset both to use the embedded store")
 	}

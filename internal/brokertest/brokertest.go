@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,18 +36,26 @@ type Env struct {
 	DataDir string
 	HTTP    *http.Client // does not follow redirects
 	Logs    *LogBuffer   // everything the broker logged
+
+	consoleReturn bool
 }
 
 // Option adjusts an Env before it starts.
 type Option func(*settings)
 
 type settings struct {
-	sim vendorsim.Options
-	env map[string]string
+	sim           vendorsim.Options
+	env           map[string]string
+	consoleReturn bool
 }
 
 // WithEnv sets a broker variable.
 func WithEnv(k, v string) Option { return func(s *settings) { s.env[k] = v } }
+
+// WithConsoleReturn adds the broker's own console, <BROKER_PUBLIC_URL>/admin/,
+// to BROKER_RETURN_URLS, so that flows started there come back there. The
+// public URL is only known once the listen address is chosen.
+func WithConsoleReturn() Option { return func(s *settings) { s.consoleReturn = true } }
 
 // WithSim adjusts the simulator's options.
 func WithSim(f func(*vendorsim.Options)) Option { return func(s *settings) { f(&s.sim) } }
@@ -75,7 +84,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 		u, _ := url.Parse(sim.ServiceNowURL(in.Name))
 		hosts = append(hosts, u.Host)
 	}
-	e := &Env{t: t, Sim: sim, Secret: secret, DataDir: t.TempDir(), Logs: &LogBuffer{},
+	e := &Env{t: t, Sim: sim, Secret: secret, DataDir: t.TempDir(), Logs: &LogBuffer{}, consoleReturn: s.consoleReturn,
 		HTTP: &http.Client{Timeout: 60 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
 			return http.ErrUseLastResponse
 		}}}
@@ -114,6 +123,14 @@ func (e *Env) start() {
 	}
 	if _, ok := e.Env["BROKER_PUBLIC_URL"]; !ok {
 		e.Env["BROKER_PUBLIC_URL"] = "http://" + e.Env["BROKER_LISTEN_ADDR"]
+	}
+	if e.consoleReturn {
+		admin := strings.TrimSuffix(e.Env["BROKER_PUBLIC_URL"], "/") + "/admin/"
+		if list := e.Env["BROKER_RETURN_URLS"]; list == "" {
+			e.Env["BROKER_RETURN_URLS"] = admin
+		} else if !slices.Contains(strings.Split(list, ","), admin) {
+			e.Env["BROKER_RETURN_URLS"] = list + "," + admin
+		}
 	}
 	cfg, err := config.Load(func(k string) string { return e.Env[k] })
 	if err != nil {
