@@ -203,6 +203,7 @@ func TestRefreshClassification(t *testing.T) {
 		key       broker.Key
 		fault     vendorsim.Fault
 		withPeer  bool // a user-level connection of the same instance and client
+		peerFault *vendorsim.Fault
 		flagged   bool
 		class     broker.ErrorClass
 		code      broker.Code
@@ -216,9 +217,13 @@ func TestRefreshClassification(t *testing.T) {
 		{name: "servicenow ambiguous 401 for every connection of the client is client config", key: snApp, withPeer: true,
 			fault:   vendorsim.Fault{Vendor: "servicenow", Kind: vendorsim.KindClientBroken},
 			flagged: false, class: broker.ClassClientConfig, code: broker.CodeVendorUnavailable},
-		{name: "servicenow ambiguous 401 with nothing to compare is not flagged", key: snApp,
+		{name: "servicenow ambiguous 401 with nothing to compare is dead", key: snApp,
 			fault:   vendorsim.Fault{Vendor: "servicenow", Kind: vendorsim.KindDead},
-			flagged: false, class: broker.ClassClientConfig, code: broker.CodeVendorUnavailable},
+			flagged: true, class: broker.ClassDead, code: broker.CodeReconnectRequired},
+		{name: "servicenow ambiguous 401 while the peer is unreachable stays transient", key: snApp, withPeer: true,
+			fault:     vendorsim.Fault{Vendor: "servicenow", Kind: vendorsim.KindDead, Count: 1},
+			peerFault: &vendorsim.Fault{Vendor: "servicenow", Kind: vendorsim.KindServerError},
+			flagged:   false, class: broker.ClassTransient, code: broker.CodeVendorUnavailable},
 		{name: "atlassian invalid_client does not flag", key: cfApp, fault: vendorsim.Fault{Vendor: "atlassian", Kind: vendorsim.KindInvalidClient},
 			flagged: false, class: broker.ClassClientConfig, code: broker.CodeVendorUnavailable},
 		{name: "atlassian unauthorized_client does not flag", key: cfApp, fault: vendorsim.Fault{Vendor: "atlassian", Kind: vendorsim.KindUnauthorizedClient},
@@ -235,6 +240,7 @@ func TestRefreshClassification(t *testing.T) {
 				key       broker.Key
 				fault     vendorsim.Fault
 				withPeer  bool
+				peerFault *vendorsim.Fault
 				flagged   bool
 				class     broker.ErrorClass
 				code      broker.Code
@@ -264,6 +270,9 @@ func TestRefreshClassification(t *testing.T) {
 			}
 			before := stored(t, e, tc.key)
 			e.Sim.Script(tc.fault)
+			if tc.peerFault != nil { // answers the probe, which comes second
+				e.Sim.Script(*tc.peerFault)
+			}
 			if got := refresh(t, e, tc.key); got != tc.code {
 				t.Fatalf("refresh: want %q, got %q", tc.code, got)
 			}

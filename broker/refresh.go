@@ -239,9 +239,13 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 // resolveAmbiguous applies VENDORS.md's rule for ServiceNow's 401
 // server_error/access_denied: a token older than the configured lifespan is
 // dead; if another connection of the same instance and client refreshes fine
-// (recently, or when probed now) this token is dead; if they fail too, the
-// client is broken; with nothing to compare against, the client is suspected
-// (an integration-level alert) rather than the user flagged.
+// (recently, or when probed now) this token is dead; if another fails the
+// same way, the client is broken (an integration-level problem: nobody is
+// flagged). With no other connection to compare with, the token is taken as
+// dead: flagging one connection is not flagging every user, and a Reconnect
+// through a truly broken client fails visibly at the code exchange, while
+// never flagging would leave a dead integration looking healthy. Peers that
+// cannot be reached settle nothing: the failure stays transient.
 func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection, o RefreshOptions) ErrorClass {
 	now := b.now()
 	if exp := v.RefreshTokenExpiry(c.Tokens); !exp.IsZero() && !now.Before(exp) {
@@ -265,6 +269,9 @@ func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection, o
 		}
 		candidates = append(candidates, p)
 	}
+	if len(candidates) == 0 {
+		return ClassDead
+	}
 	for _, p := range candidates {
 		// ServiceNow does not rotate refresh tokens, so probing a peer with a
 		// refresh costs nothing but one call.
@@ -272,20 +279,21 @@ func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection, o
 		switch {
 		case err == nil:
 			return ClassDead
-		case CodeOf(err) == CodeVendorUnavailable:
-			continue
-		default:
+		case errors.Is(err, errAmbiguous):
 			return ClassClientConfig
 		}
 	}
-	return ClassClientConfig
+	return ClassTransient
 }
+
+// errAmbiguous marks a probe that got the same ambiguous answer.
+var errAmbiguous = errors.New("ambiguous token endpoint answer")
 
 // fail records a failed refresh. Only ClassDead flags the connection.
 func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class ErrorClass, cause error, retryAfter time.Duration) (Connection, error) {
 	if class == ClassAmbiguous {
 		// A probe's own ambiguous answer: report it to the prober, write nothing.
-		return cur, newError(CodeVendorUnavailable, cause, "%s token refresh failed", v.Name())
+		return cur, newError(CodeVendorUnavailable, errors.Join(errAmbiguous, cause), "%s token refresh failed", v.Name())
 	}
 	now := b.now()
 	b.metrics.refresh(v.Name(), class)
