@@ -1,0 +1,235 @@
+package redisstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// The index answers the status endpoint from Redis alone: per account and
+// vendor, the app-level connection's metadata and two sets of user ids, so a
+// Summary is one round trip of three O(1) commands whatever the number of
+// users. Vault stays the source of truth: the broker writes the index after
+// each store write, and `broker reindex` (IndexReset, then IndexPut for every
+// connection in Vault) rebuilds it.
+//
+// Index writes are not ordered against each other across replicas: two
+// writes of one connection racing from two replicas may land in the other
+// order and leave the older flag until the next write or reindex. Writes of
+// one connection are rare and serialised by the refresh lease, and the
+// status answer is advisory (calls use the connection itself), so this is
+// accepted rather than paid for with versioned scripts.
+
+// indexRecord is what the app key holds: the connection without its token
+// strings, and its store version.
+type indexRecord struct {
+	Version    uint64            `json:"version"`
+	Connection broker.Connection `json:"connection"`
+}
+
+// indexScanBatch is the SCAN COUNT hint and UNLINK pipeline size of IndexReset.
+const indexScanBatch = 1000
+
+// indexKeys returns the app, users and flagged keys of account and vendor.
+// The parts are query-escaped (only letters, digits and -_.~+% remain) so
+// that '|' separates them unambiguously and no '}' ends the hash tag early.
+func (s *Store) indexKeys(account, vendor string) (app, users, flagged string) {
+	base := s.key("idx", "{"+url.QueryEscape(account)+"|"+url.QueryEscape(vendor)+"}")
+	return base + ":app", base + ":users", base + ":flagged"
+}
+
+func validKey(k broker.Key) error {
+	if k.Account == "" || k.Vendor == "" {
+		return errors.New("account and vendor are required")
+	}
+	return nil
+}
+
+// describe names a connection in errors; identities are not secrets.
+func describe(k broker.Key) string {
+	if k.UserID == "" {
+		return fmt.Sprintf("%q/%q", k.Account, k.Vendor)
+	}
+	return fmt.Sprintf("%q/%q user %q", k.Account, k.Vendor, k.UserID)
+}
+
+// IndexPut records c in the index. The app-level connection is stored as
+// JSON with its access and refresh tokens blanked (times, user, instance and
+// flags kept); a user-level connection is its id in the users set, and in the
+// flagged set while it is flagged refreshTokenExpired, both in one
+// MULTI/EXEC. No token string is ever written.
+func (s *Store) IndexPut(ctx context.Context, c broker.Connection) error {
+	if s.isClosed() {
+		return fmt.Errorf("index put: %w", ErrClosed)
+	}
+	if err := validKey(c.Key); err != nil {
+		return fmt.Errorf("index put: %w", err)
+	}
+	app, users, flagged := s.indexKeys(c.Key.Account, c.Key.Vendor)
+	var err error
+	if c.Key.UserID == "" {
+		c.Tokens.AccessToken, c.Tokens.RefreshToken = "", ""
+		var b []byte
+		b, err = json.Marshal(indexRecord{Version: c.Version, Connection: c})
+		if err != nil {
+			return fmt.Errorf("index put %s: %w", describe(c.Key), err)
+		}
+		err = s.client.Set(ctx, app, b, 0).Err()
+	} else {
+		_, err = s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.SAdd(ctx, users, c.Key.UserID)
+			if c.RefreshTokenExpired {
+				p.SAdd(ctx, flagged, c.Key.UserID)
+			} else {
+				p.SRem(ctx, flagged, c.Key.UserID)
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("index put %s: %w", describe(c.Key), err)
+	}
+	return nil
+}
+
+// IndexDelete removes one connection from the index: the app key for the
+// app-level connection (its users' entries are removed with their own
+// deletes), or the user id from both sets. Deleting what is not indexed is
+// not an error.
+func (s *Store) IndexDelete(ctx context.Context, key broker.Key) error {
+	if s.isClosed() {
+		return fmt.Errorf("index delete: %w", ErrClosed)
+	}
+	if err := validKey(key); err != nil {
+		return fmt.Errorf("index delete: %w", err)
+	}
+	app, users, flagged := s.indexKeys(key.Account, key.Vendor)
+	var err error
+	if key.UserID == "" {
+		err = s.client.Del(ctx, app).Err()
+	} else {
+		_, err = s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
+			p.SRem(ctx, users, key.UserID)
+			p.SRem(ctx, flagged, key.UserID)
+			return nil
+		})
+	}
+	if err != nil {
+		return fmt.Errorf("index delete %s: %w", describe(key), err)
+	}
+	return nil
+}
+
+// Summary answers the status endpoint for one vendor of an account with one
+// pipeline (GET app, SCARD users, SCARD flagged), to one Cluster node thanks
+// to the hash tag: O(1) in the number of users.
+func (s *Store) Summary(ctx context.Context, account, vendor string) (broker.Summary, error) {
+	if s.isClosed() {
+		return broker.Summary{}, fmt.Errorf("summary: %w", ErrClosed)
+	}
+	if account == "" || vendor == "" {
+		return broker.Summary{}, errors.New("summary: account and vendor are required")
+	}
+	app, users, flagged := s.indexKeys(account, vendor)
+	var (
+		getApp           *goredis.StringCmd
+		nUsers, nFlagged *goredis.IntCmd
+	)
+	// Pipelined's own error is the first command's error, which is
+	// goredis.Nil when there is no app key; each command is checked below.
+	_, _ = s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		getApp = p.Get(ctx, app)
+		nUsers = p.SCard(ctx, users)
+		nFlagged = p.SCard(ctx, flagged)
+		return nil
+	})
+	var sum broker.Summary
+	b, err := getApp.Bytes()
+	switch {
+	case errors.Is(err, goredis.Nil):
+	case err != nil:
+		return broker.Summary{}, fmt.Errorf("summary %q/%q: %w", account, vendor, err)
+	default:
+		var rec indexRecord
+		if err := json.Unmarshal(b, &rec); err != nil {
+			return broker.Summary{}, fmt.Errorf("summary %q/%q: malformed app index record", account, vendor)
+		}
+		rec.Connection.Version = rec.Version
+		sum.App = &rec.Connection
+	}
+	total, err := nUsers.Result()
+	if err != nil {
+		return broker.Summary{}, fmt.Errorf("summary %q/%q: %w", account, vendor, err)
+	}
+	nflagged, err := nFlagged.Result()
+	if err != nil {
+		return broker.Summary{}, fmt.Errorf("summary %q/%q: %w", account, vendor, err)
+	}
+	sum.UsersTotal = int(total)
+	// flagged ⊆ users holds by construction; max guards a hand-edited index.
+	sum.UsersConnected = max(int(total-nflagged), 0)
+	return sum, nil
+}
+
+// IndexReset deletes every index key under the prefix (SCAN + UNLINK), for
+// `broker reindex` to rebuild from Vault. On a Cluster every primary is
+// scanned, as SCAN sees one node's keys. States, leases and subscriptions
+// are left alone. Index writes racing a reset may be lost; the rebuild that
+// follows restores them from Vault.
+func (s *Store) IndexReset(ctx context.Context) error {
+	if s.isClosed() {
+		return fmt.Errorf("index reset: %w", ErrClosed)
+	}
+	match := s.key("idx", "*")
+	var err error
+	switch c := s.client.(type) {
+	case *goredis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, node *goredis.Client) error {
+			return unlinkMatching(ctx, node, match)
+		})
+	case *goredis.Ring:
+		err = c.ForEachShard(ctx, func(ctx context.Context, shard *goredis.Client) error {
+			return unlinkMatching(ctx, shard, match)
+		})
+	default:
+		err = unlinkMatching(ctx, s.client, match)
+	}
+	if err != nil {
+		return fmt.Errorf("index reset: %w", err)
+	}
+	return nil
+}
+
+// unlinkMatching UNLINKs the keys of one node that match, a SCAN page at a
+// time. One key per UNLINK: a multi-key UNLINK is refused across Cluster
+// slots, and pipelining makes a page one round trip anyway.
+func unlinkMatching(ctx context.Context, c goredis.Cmdable, match string) error {
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, match, indexScanBatch).Result()
+		if err != nil {
+			return fmt.Errorf("scan: %w", err)
+		}
+		if len(keys) > 0 {
+			_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+				for _, k := range keys {
+					p.Unlink(ctx, k)
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("unlink: %w", err)
+			}
+		}
+		if next == 0 {
+			return nil
+		}
+		cursor = next
+	}
+}
