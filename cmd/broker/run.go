@@ -40,6 +40,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	configureRuntime(log)
 	gin.SetMode(gin.ReleaseMode)
 	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version})
 	if err != nil {
