@@ -21,10 +21,31 @@ import (
 // every other store it returns, register its own cleanup (Close) on t, and be
 // safe to call from parallel subtests.
 func Run(t *testing.T, newStore func(t *testing.T) broker.Store) {
-	tests := []struct {
-		name string
-		fn   func(*testing.T, broker.Store)
-	}{
+	RunConnections(t, func(t *testing.T) Connections { return newStore(t) })
+	RunClients(t, func(t *testing.T) broker.ClientStore { return newStore(t) })
+	run(t, newStore, []test[broker.Store]{
+		{"StateSingleUse", testStateSingleUse},
+		{"StateConcurrentTake", testStateConcurrentTake},
+		{"StateExpiry", testStateExpiry},
+		{"LeaseExclusive", testLeaseExclusive},
+		{"LeaseReleaseByOwnerOnly", testLeaseReleaseByOwnerOnly},
+		{"LeaseHeldPastTTL", testLeaseHeldPastTTL},
+		{"NotifierFanOut", testNotifierFanOut},
+	})
+}
+
+// Connections is what the connection tests need: a store of connections
+// that can report whether it is reachable. Production splits broker.Store
+// between backends, and each backend runs the part of the suite it serves.
+type Connections interface {
+	broker.ConnectionStore
+	Ready(ctx context.Context) error
+}
+
+// RunConnections runs the connection part of the suite (the tests Run runs
+// first, under the same names). newStore has Run's obligations.
+func RunConnections(t *testing.T, newStore func(t *testing.T) Connections) {
+	run(t, newStore, []test[Connections]{
 		{"Ready", testReady},
 		{"ConnectionRoundTrip", testConnectionRoundTrip},
 		{"ConnectionNotFound", testConnectionNotFound},
@@ -34,15 +55,24 @@ func Run(t *testing.T, newStore func(t *testing.T) broker.Store) {
 		{"ConnectionVersionNotReusedAfterDelete", testVersionNotReused},
 		{"ListIsolation", testListIsolation},
 		{"AllConnections", testAllConnections},
+	})
+}
+
+// RunClients runs the OAuth client part of the suite. newStore has Run's
+// obligations.
+func RunClients(t *testing.T, newStore func(t *testing.T) broker.ClientStore) {
+	run(t, newStore, []test[broker.ClientStore]{
 		{"Clients", testClients},
-		{"StateSingleUse", testStateSingleUse},
-		{"StateConcurrentTake", testStateConcurrentTake},
-		{"StateExpiry", testStateExpiry},
-		{"LeaseExclusive", testLeaseExclusive},
-		{"LeaseReleaseByOwnerOnly", testLeaseReleaseByOwnerOnly},
-		{"LeaseHeldPastTTL", testLeaseHeldPastTTL},
-		{"NotifierFanOut", testNotifierFanOut},
-	}
+	})
+}
+
+type test[S any] struct {
+	name string
+	fn   func(*testing.T, S)
+}
+
+// run runs each test as a parallel subtest on a store of its own.
+func run[S any](t *testing.T, newStore func(t *testing.T) S, tests []test[S]) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -100,7 +130,7 @@ func sameRecord(t *testing.T, got, want any) {
 	}
 }
 
-func mustPut(t *testing.T, s broker.Store, c broker.Connection) broker.Connection {
+func mustPut(t *testing.T, s broker.ConnectionStore, c broker.Connection) broker.Connection {
 	t.Helper()
 	got, err := s.PutConnection(t.Context(), c)
 	if err != nil {
@@ -109,7 +139,7 @@ func mustPut(t *testing.T, s broker.Store, c broker.Connection) broker.Connectio
 	return got
 }
 
-func mustGet(t *testing.T, s broker.Store, k broker.Key) broker.Connection {
+func mustGet(t *testing.T, s broker.ConnectionStore, k broker.Key) broker.Connection {
 	t.Helper()
 	got, err := s.GetConnection(t.Context(), k)
 	if err != nil {
@@ -125,13 +155,13 @@ func wantErr(t *testing.T, what string, err, target error) {
 	}
 }
 
-func testReady(t *testing.T, s broker.Store) {
+func testReady(t *testing.T, s Connections) {
 	if err := s.Ready(t.Context()); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
 }
 
-func testConnectionRoundTrip(t *testing.T, s broker.Store) {
+func testConnectionRoundTrip(t *testing.T, s Connections) {
 	for _, k := range []broker.Key{
 		{Account: "acme", Vendor: "servicenow"},
 		{Account: "acme", Vendor: "servicenow", UserID: "u1"},
@@ -150,7 +180,7 @@ func testConnectionRoundTrip(t *testing.T, s broker.Store) {
 	}
 }
 
-func testConnectionNotFound(t *testing.T, s broker.Store) {
+func testConnectionNotFound(t *testing.T, s Connections) {
 	mustPut(t, s, connection(broker.Key{Account: "acme", Vendor: "servicenow"}, "x"))
 	for _, k := range []broker.Key{
 		{Account: "acme", Vendor: "confluence"},
@@ -163,7 +193,7 @@ func testConnectionNotFound(t *testing.T, s broker.Store) {
 	}
 }
 
-func testCASConcurrentWriters(t *testing.T, s broker.Store) {
+func testCASConcurrentWriters(t *testing.T, s Connections) {
 	k := broker.Key{Account: "acme", Vendor: "servicenow"}
 	read := mustPut(t, s, connection(k, "v1"))
 
@@ -222,7 +252,7 @@ func testCASConcurrentWriters(t *testing.T, s broker.Store) {
 	}
 }
 
-func testCASStaleAndCreate(t *testing.T, s broker.Store) {
+func testCASStaleAndCreate(t *testing.T, s Connections) {
 	k := broker.Key{Account: "acme", Vendor: "servicenow", UserID: "u1"}
 	v1 := mustPut(t, s, connection(k, "one"))
 
@@ -250,7 +280,7 @@ func testCASStaleAndCreate(t *testing.T, s broker.Store) {
 	}
 }
 
-func testDelete(t *testing.T, s broker.Store) {
+func testDelete(t *testing.T, s Connections) {
 	ctx := t.Context()
 	k := broker.Key{Account: "acme", Vendor: "servicenow"}
 	v1 := mustPut(t, s, connection(k, "one"))
@@ -278,7 +308,7 @@ func testDelete(t *testing.T, s broker.Store) {
 // testVersionNotReused: a writer that read a connection before a disconnect
 // and reconnect must not overwrite the new connection, so a re-created
 // record never takes a version its predecessor had.
-func testVersionNotReused(t *testing.T, s broker.Store) {
+func testVersionNotReused(t *testing.T, s Connections) {
 	ctx := t.Context()
 	k := broker.Key{Account: "acme", Vendor: "confluence"}
 	old := mustPut(t, s, connection(k, "old"))
@@ -300,7 +330,7 @@ func testVersionNotReused(t *testing.T, s broker.Store) {
 
 func keyString(k broker.Key) string { return fmt.Sprintf("%q/%q/%q", k.Account, k.Vendor, k.UserID) }
 
-func testListIsolation(t *testing.T, s broker.Store) {
+func testListIsolation(t *testing.T, s Connections) {
 	keys := []broker.Key{
 		{Account: "acme", Vendor: "servicenow"},
 		{Account: "acme", Vendor: "servicenow", UserID: "u1"},
@@ -364,7 +394,7 @@ func testListIsolation(t *testing.T, s broker.Store) {
 	}
 }
 
-func testAllConnections(t *testing.T, s broker.Store) {
+func testAllConnections(t *testing.T, s Connections) {
 	want := map[string]uint64{}
 	for i := range 40 {
 		k := broker.Key{Account: fmt.Sprintf("acct-%d", i%7), Vendor: []string{"servicenow", "confluence"}[i%2]}
@@ -412,7 +442,7 @@ func testAllConnections(t *testing.T, s broker.Store) {
 	}
 }
 
-func testClients(t *testing.T, s broker.Store) {
+func testClients(t *testing.T, s broker.ClientStore) {
 	ctx := t.Context()
 	_, err := s.GetClient(ctx, "acme", "servicenow")
 	wantErr(t, "GetClient before any put", err, broker.ErrNotFound)
