@@ -20,8 +20,11 @@ build:
 demo: build
 	./bin/demo -broker ./bin/broker -vendorsim ./bin/vendorsim
 
+# Everything, then the core-flow and proxy suites (package app) again on the
+# production store: Vault and Redis servers started by the tests themselves.
 test:
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
+	TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./app
 
 test-short:
 	$(GO) test -count=1 -short ./...

@@ -175,7 +175,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 
 func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (broker.Store, error) {
 	if cfg.Production() {
-		return nil, errors.New("BROKER_REDIS_URL/BROKER_VAULT_ADDR: the production store is not available in this build yet; unset both to use the embedded store")
+		return openProduction(ctx, cfg, log, now)
 	}
 	var key []byte
 	if k := cfg.EncryptionKey.Reveal(); k != "" {

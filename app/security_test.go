@@ -15,6 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // snapshot is everything stored for an account, for "nothing changed" checks.
@@ -332,6 +333,25 @@ func TestRestartKeepsConnectionsAndSealsSecrets(t *testing.T) {
 		secrets = append(secrets, c.Tokens.AccessToken, c.Tokens.RefreshToken)
 	}
 	secrets = append(secrets, "sn-secret")
+	if e.Production {
+		// Vault holds the secrets (it is the secret store); Redis must hold
+		// none of them.
+		dump, keys, err := testenv.RedisDump(context.Background(), brokertest.ProductionBackends().RedisAddr)
+		if err != nil || keys == 0 {
+			t.Fatalf("redis dump: %v (%d keys)", err, keys)
+		}
+		for _, s := range secrets {
+			if s != "" && strings.Contains(dump, s) {
+				t.Errorf("Redis holds a secret in plaintext")
+			}
+		}
+		for _, marker := range []string{"sn-rt-", "atl-rt-", "sn-at-", "atl-at-"} {
+			if strings.Contains(dump, marker) {
+				t.Errorf("Redis holds a token prefix %q", marker)
+			}
+		}
+		return
+	}
 	var scanned int
 	_ = filepath.Walk(e.DataDir, func(p string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,6 +70,10 @@ type Broker struct {
 	cache      *cache
 	sched      *schedule
 	pending    *pending
+
+	missFlight singleflight.Group
+	missMu     sync.Mutex
+	misses     map[Key]time.Time
 }
 
 // New builds a Broker from validated options.
@@ -91,6 +96,7 @@ func New(o Options) (*Broker, error) {
 		cache:     newCache(),
 		sched:     newSchedule(),
 		pending:   newPending(),
+		misses:    make(map[Key]time.Time),
 	}
 	for _, v := range o.Vendors {
 		if _, dup := b.vendors[v.Name()]; dup {

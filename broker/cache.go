@@ -75,7 +75,8 @@ func (c *cache) flagged(vendor string) int {
 // stored is called after every successful write this replica makes.
 func (b *Broker) stored(ctx context.Context, conn Connection) {
 	b.cacheConn(conn)
-	b.publish(ctx, Change{Key: conn.Key, Version: conn.Version})
+	snapshot := conn
+	b.publish(ctx, Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot})
 }
 
 // deleted is called after this replica deletes a connection.
@@ -99,7 +100,9 @@ func (b *Broker) cacheConn(conn Connection) {
 func (b *Broker) Access(ctx context.Context, key Key) (Access, error) {
 	e, ok := b.cache.get(key)
 	if !ok {
-		return Access{}, newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+		if e, ok = b.loadMiss(ctx, key); !ok {
+			return Access{}, newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+		}
 	}
 	if e.conn.RefreshTokenExpired {
 		return Access{}, reconnectRequired(b.vendors[key.Vendor])
@@ -188,6 +191,12 @@ func (b *Broker) apply1(ctx context.Context, ch Change) {
 		if e, ok := b.cache.get(ch.Key); ok && e.conn.Version >= ch.Version {
 			return // this replica wrote it, or already has it
 		}
+		if ch.Conn != nil && ch.Conn.Key == ch.Key {
+			c := *ch.Conn
+			c.Version = ch.Version
+			b.cacheConn(c)
+			return
+		}
 		conn, err := b.store.GetConnection(ctx, ch.Key)
 		switch {
 		case errors.Is(err, ErrNotFound):
@@ -198,4 +207,38 @@ func (b *Broker) apply1(ctx context.Context, ch Change) {
 			b.cacheConn(conn)
 		}
 	}
+}
+
+// missTTL is how long a connection found missing is not looked up again.
+const missTTL = 2 * time.Second
+
+// loadMiss looks a connection up in the store when the cache has none: one
+// created on another replica a moment ago may not have reached this one's
+// change feed yet. It is the only request-path store read, for unknown keys
+// only; single-flight per key and a short negative cache keep callers (or
+// an attacker naming random users) from turning it into store load.
+func (b *Broker) loadMiss(ctx context.Context, key Key) (*cached, bool) {
+	b.missMu.Lock()
+	if until, ok := b.misses[key]; ok && b.now().Before(until) {
+		b.missMu.Unlock()
+		return nil, false
+	}
+	b.missMu.Unlock()
+	v, _, _ := b.missFlight.Do(leaseName(key), func() (any, error) {
+		conn, err := b.store.GetConnection(ctx, key)
+		if err != nil {
+			b.missMu.Lock()
+			if len(b.misses) > 10000 {
+				clear(b.misses)
+			}
+			b.misses[key] = b.now().Add(missTTL)
+			b.missMu.Unlock()
+			return nil, err
+		}
+		b.cacheConn(conn)
+		e, _ := b.cache.get(key)
+		return e, nil
+	})
+	e, ok := v.(*cached)
+	return e, ok && e != nil
 }

@@ -76,6 +76,12 @@ type Change struct {
 	Key     Key    `json:"key"`
 	Version uint64 `json:"version"`
 	Deleted bool   `json:"deleted,omitempty"`
+	// Conn is the connection as written, when the writer has it, so that
+	// other replicas can swap it in at once instead of reading the store.
+	// It holds tokens: a Notifier that crosses the network must seal it
+	// (production seals it with the fleet's key) or drop it. Receivers treat
+	// it as read-only.
+	Conn *Connection `json:"-"`
 }
 
 // Notifier fans changes out to every replica (including the sender).

@@ -30,8 +30,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "version":
 		_, err := fmt.Fprintln(stdout, version)
 		return err
+	case "reindex":
+		cfg, err := config.Load(getenv)
+		if err != nil {
+			return err
+		}
+		n, err := app.Reindex(ctx, cfg, newLogger(cfg, stderr))
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(stdout, "reindexed %d connections from Vault\n", n)
+		return err
 	}
-	return fmt.Errorf("unknown command %q (serve, token, version)", cmd)
+	return fmt.Errorf("unknown command %q (serve, token, version, reindex)", cmd)
 }
 
 func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {

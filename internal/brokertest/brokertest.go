@@ -8,10 +8,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -22,6 +24,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/app"
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
 )
 
@@ -35,7 +38,9 @@ type Env struct {
 	Secret  []byte            // HS256 secret callers' JWTs are signed with
 	DataDir string
 	HTTP    *http.Client // does not follow redirects
-	Logs    *LogBuffer   // everything the broker logged
+	// Production is true when the broker runs on Vault and Redis.
+	Production bool
+	Logs       *LogBuffer // everything the broker logged
 
 	consoleReturn bool
 }
@@ -105,11 +110,65 @@ func Start(t testing.TB, opts ...Option) *Env {
 		"BROKER_LOG_LEVEL":                  "debug",
 		"BROKER_SHUTDOWN_GRACE":             "0s",
 	}
+	if b := ProductionBackends(); b != nil {
+		// One Redis and one Vault serve the whole test package; a random
+		// prefix per broker keeps tests apart.
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		prefix := "t" + rand.Text()[:12]
+		e.Env["BROKER_REDIS_URL"] = "redis://" + b.RedisAddr + "/0"
+		e.Env["BROKER_VAULT_ADDR"] = b.VaultAddr
+		e.Env["BROKER_VAULT_TOKEN"] = b.VaultToken
+		e.Env["BROKER_ENCRYPTION_KEY"] = base64.StdEncoding.EncodeToString(key)
+		e.Env["BROKER_VAULT_PREFIX"] = prefix
+		e.Env["BROKER_REDIS_PREFIX"] = prefix
+		e.Production = true
+	}
 	for k, v := range s.env {
 		e.Env[k] = v
 	}
 	e.start()
 	return e
+}
+
+// Backends are the servers of the production store for a test package.
+type Backends struct{ RedisAddr, VaultAddr, VaultToken string }
+
+// Environment variables through which TestMain hands the package's servers
+// to every Start (see testenv.StartBackends).
+const (
+	StoreEnv      = "TOKENBROKER_TEST_STORE" // "production" runs the suites on Vault+Redis
+	redisAddrEnv  = "TOKENBROKER_TEST_REDIS_ADDR"
+	vaultAddrEnv  = "TOKENBROKER_TEST_VAULT_ADDR"
+	vaultTokenEnv = "TOKENBROKER_TEST_VAULT_TOKEN"
+)
+
+// ProductionBackends returns the servers TestMain started, or nil when the
+// suites run on the embedded store.
+func ProductionBackends() *Backends {
+	if os.Getenv(StoreEnv) != "production" || os.Getenv(redisAddrEnv) == "" {
+		return nil
+	}
+	return &Backends{RedisAddr: os.Getenv(redisAddrEnv), VaultAddr: os.Getenv(vaultAddrEnv), VaultToken: os.Getenv(vaultTokenEnv)}
+}
+
+// Main runs a test package: with TOKENBROKER_TEST_STORE=production it first
+// starts one redis-server and one Vault dev server for the package (failing
+// when they cannot start) and stops them afterwards.
+func Main(m *testing.M) int {
+	if os.Getenv(StoreEnv) != "production" {
+		return m.Run()
+	}
+	b, err := testenv.StartBackends()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "production store backends:", err)
+		return 1
+	}
+	defer b.Stop()
+	os.Setenv(redisAddrEnv, b.RedisAddr)
+	os.Setenv(vaultAddrEnv, b.VaultAddr)
+	os.Setenv(vaultTokenEnv, b.VaultToken)
+	return m.Run()
 }
 
 // The public URL must name the real port, which is only known after the

@@ -31,7 +31,17 @@ func (s *Store) Publish(ctx context.Context, ch broker.Change) error {
 	if s.isClosed() {
 		return fmt.Errorf("publish change: %w", ErrClosed)
 	}
-	b, err := json.Marshal(ch)
+	w := wireChange{Change: ch}
+	if ch.Conn != nil {
+		// The connection holds tokens: it crosses Redis sealed with the
+		// fleet's key, bound to the channel and the connection's key.
+		sealed, err := s.seal(s.changeAD(ch.Key), ch.Conn)
+		if err != nil {
+			return fmt.Errorf("publish change: %w", err)
+		}
+		w.Sealed = sealed
+	}
+	b, err := json.Marshal(w)
 	if err != nil {
 		return fmt.Errorf("publish change: %w", err)
 	}
@@ -130,7 +140,7 @@ func (s *Store) pump(ctx context.Context, ps *goredis.PubSub, in <-chan any, out
 					owed = true
 				}
 			case *goredis.Message:
-				ch, err := decodeChange(m.Payload)
+				ch, err := s.decodeChange(m.Payload)
 				if err != nil {
 					s.log.Warn("undecodable change message; reload owed", "err", err)
 					owed = true
@@ -150,11 +160,32 @@ func (s *Store) pump(ctx context.Context, ps *goredis.PubSub, in <-chan any, out
 	}
 }
 
-func decodeChange(payload string) (broker.Change, error) {
-	var ch broker.Change
-	if err := json.Unmarshal([]byte(payload), &ch); err != nil {
+// wireChange is a Change on the wire: the connection, when present, sealed.
+type wireChange struct {
+	broker.Change
+	Sealed []byte `json:"sealed,omitempty"`
+}
+
+func (s *Store) changeAD(k broker.Key) string {
+	return s.key("changes") + "\x00" + k.Account + "\x00" + k.Vendor + "\x00" + k.UserID
+}
+
+func (s *Store) decodeChange(payload string) (broker.Change, error) {
+	var w wireChange
+	if err := json.Unmarshal([]byte(payload), &w); err != nil {
 		// Not err itself: json errors quote the input.
 		return broker.Change{}, errors.New("malformed change JSON")
+	}
+	ch := w.Change
+	if len(w.Sealed) > 0 {
+		var c broker.Connection
+		if err := s.open(s.changeAD(ch.Key), w.Sealed, &c); err == nil && c.Key == ch.Key {
+			c.Version = ch.Version
+			ch.Conn = &c
+		} else {
+			// The receiver reads the store instead; nothing is lost.
+			s.log.Warn("change carried a connection that could not be opened; it will be read from the store")
+		}
 	}
 	return ch, nil
 }

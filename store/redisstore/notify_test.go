@@ -3,6 +3,7 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -256,5 +257,50 @@ func TestSubscribeFailsWithRedisDown(t *testing.T) {
 	defer cancel()
 	if _, err := s.Subscribe(ctx); err == nil {
 		t.Fatal("Subscribe with Redis stopped: got nil error")
+	}
+}
+
+// TestChangeCarriesSealedConnection: a change with the connection reaches
+// another replica with its tokens, while the bytes on the wire hold none;
+// a replica with another key gets the change without the connection.
+func TestChangeCarriesSealedConnection(t *testing.T) {
+	addr := testenv.Redis(t)
+	key := newKey(t)
+	pub := open(t, addr, redisstore.Options{Key: key})
+	sub := open(t, addr, redisstore.Options{Key: key})
+	stranger := open(t, addr, redisstore.Options{Key: newKey(t)})
+	got, err := sub.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotStranger, err := stranger.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := raw(t, addr).Subscribe(t.Context(), "tokenbroker:changes")
+	if _, err := spy.Receive(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ch := change("acme", 7)
+	conn := broker.Connection{Key: ch.Key, Tokens: broker.Tokens{AccessToken: "at-on-the-wire-secret", RefreshToken: "rt-on-the-wire-secret"}}
+	ch.Conn = &conn
+	if err := pub.Publish(t.Context(), ch); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := spy.ReceiveMessage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"at-on-the-wire-secret", "rt-on-the-wire-secret"} {
+		if strings.Contains(msg.Payload, s) {
+			t.Errorf("a token crossed Redis in plaintext")
+		}
+	}
+	c := receive(t, got)
+	if c.Conn == nil || c.Conn.Tokens.AccessToken != "at-on-the-wire-secret" || c.Conn.Version != 7 {
+		t.Fatalf("received %+v, want the sealed connection opened", c.Conn)
+	}
+	if c := receive(t, gotStranger); c.Conn != nil || c.Key != ch.Key {
+		t.Fatalf("a replica with another key opened the connection, or lost the change: %+v", c)
 	}
 }

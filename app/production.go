@@ -1,0 +1,102 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/store/embedded"
+	"github.com/tokenbroker/tokenbroker/store/production"
+	"github.com/tokenbroker/tokenbroker/store/redisstore"
+	"github.com/tokenbroker/tokenbroker/store/vaultstore"
+)
+
+// productionStore is the Vault+Redis store and the Vault token renewal it
+// depends on, closed together.
+type productionStore struct {
+	*production.Store
+	stopRenewal func()
+}
+
+func (p productionStore) Close() error {
+	err := p.Store.Close()
+	p.stopRenewal()
+	return err
+}
+
+func openProduction(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (productionStore, error) {
+	key, err := embedded.ParseKey(cfg.EncryptionKey.Reveal())
+	if err != nil {
+		return productionStore{}, fmt.Errorf("BROKER_ENCRYPTION_KEY: %w", err)
+	}
+	vo := vaultstore.ClientOptions{Addr: cfg.VaultAddr, Token: cfg.VaultToken.Reveal(), CACert: cfg.VaultCACert, Logger: log}
+	switch {
+	case cfg.VaultAppRoleRoleID != "":
+		vo.AppRole = &vaultstore.AppRoleAuth{RoleID: cfg.VaultAppRoleRoleID, SecretID: cfg.VaultAppRoleSecretID.Reveal(), MountPath: cfg.VaultAuthMount}
+	case cfg.VaultKubernetesRole != "":
+		vo.Kubernetes = &vaultstore.KubernetesAuth{Role: cfg.VaultKubernetesRole, ServiceAccountTokenPath: cfg.VaultKubernetesTokenPath, MountPath: cfg.VaultAuthMount}
+	}
+	vc, stopRenewal, err := vaultstore.NewClient(ctx, vo)
+	if err != nil {
+		return productionStore{}, fmt.Errorf("BROKER_VAULT_ADDR: %w", err)
+	}
+	vs, err := vaultstore.New(vaultstore.Options{Client: vc, Mount: cfg.VaultMount, Prefix: cfg.VaultPrefix, Logger: log})
+	if err != nil {
+		stopRenewal()
+		return productionStore{}, fmt.Errorf("BROKER_VAULT_MOUNT: %w", err)
+	}
+	rc, err := redisstore.NewClient(redisOptions(cfg))
+	if err != nil {
+		stopRenewal()
+		return productionStore{}, fmt.Errorf("BROKER_REDIS_URL: %w", err)
+	}
+	rs, err := redisstore.New(redisstore.Options{Client: rc, Prefix: cfg.RedisPrefix, Key: key, Now: now, Logger: log})
+	if err != nil {
+		_ = rc.Close()
+		stopRenewal()
+		return productionStore{}, fmt.Errorf("BROKER_REDIS_PREFIX: %w", err)
+	}
+	return productionStore{Store: production.New(vs, rs, log), stopRenewal: stopRenewal}, nil
+}
+
+// redisOptions maps the configuration to one of go-redis's three modes. With
+// Sentinel or Cluster, BROKER_REDIS_URL still carries the password and TLS
+// choice (rediss://), so secrets stay in one variable.
+func redisOptions(cfg *config.Config) redisstore.ClientOptions {
+	raw := cfg.RedisURL.Reveal()
+	if cfg.RedisSentinelMaster == "" && len(cfg.RedisClusterAddrs) == 0 {
+		return redisstore.ClientOptions{URL: raw}
+	}
+	o := redisstore.ClientOptions{SentinelMaster: cfg.RedisSentinelMaster, SentinelAddrs: cfg.RedisSentinelAddrs, ClusterAddrs: cfg.RedisClusterAddrs}
+	if cfg.RedisSentinelMaster != "" {
+		o.ClusterAddrs = nil
+	} else {
+		o.SentinelAddrs = nil
+	}
+	if u, err := url.Parse(raw); err == nil { // validated by config
+		o.Username = u.User.Username()
+		o.Password, _ = u.User.Password()
+		if u.Scheme == "rediss" {
+			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+	}
+	return o
+}
+
+// Reindex rebuilds the Redis status index from Vault and reports how many
+// connections it indexed.
+func Reindex(ctx context.Context, cfg *config.Config, log *slog.Logger) (int, error) {
+	if !cfg.Production() {
+		return 0, fmt.Errorf("reindex needs the production store (BROKER_VAULT_ADDR and BROKER_REDIS_URL); the embedded store has no separate index")
+	}
+	ps, err := openProduction(ctx, cfg, log, time.Now)
+	if err != nil {
+		return 0, err
+	}
+	defer ps.Close()
+	return ps.Reindex(ctx)
+}

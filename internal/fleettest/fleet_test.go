@@ -1,0 +1,366 @@
+package fleettest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
+)
+
+const acme = "acme-corp"
+
+var brokerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "fleettest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	brokerBin, err = Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func simCounters(f *Fleet) vendorsim.Counters { return f.Sim.Counters() }
+
+// load runs clients against the replicas in turn until stop is closed and
+// reports calls and failures.
+type load struct {
+	calls, failed atomic.Int64
+	first         atomic.Value
+	wg            sync.WaitGroup
+	stop          chan struct{}
+}
+
+func startLoad(f *Fleet, clients int, jwt string, paths ...string) *load {
+	l := &load{stop: make(chan struct{})}
+	for i := range clients {
+		l.wg.Go(func() {
+			for n := i; ; n++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				r := f.Replicas[n%len(f.Replicas)]
+				res := f.Do("GET", r.URL+paths[n%len(paths)], jwt)
+				l.calls.Add(1)
+				if res.Err != nil || res.Status != http.StatusOK {
+					l.failed.Add(1)
+					l.first.CompareAndSwap(nil, fmt.Sprintf("%v %d %s", res.Err, res.Status, res.Body))
+				}
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	if l.failed.Load() != 0 {
+		t.Errorf("%d of %d calls failed; first: %v", l.failed.Load(), l.calls.Load(), l.first.Load())
+	}
+	if l.calls.Load() < 50 {
+		t.Errorf("only %d calls: the load proves nothing", l.calls.Load())
+	}
+}
+
+func flagged(t *testing.T, f *Fleet, vendor string) bool {
+	t.Helper()
+	c, err := f.Stored(broker.Key{Account: acme, Vendor: vendor})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.RefreshTokenExpired
+}
+
+// TestFleetOneRefreshAndRotationSoak: three replicas, Atlassian rotation on.
+// A storm of 300 calls on an expired token costs one refresh; then five
+// minutes of load with 5-second access tokens reuse no rotated token, fail
+// no call and flag nothing.
+func TestFleetOneRefreshAndRotationSoak(t *testing.T) {
+	f := Start(t, brokerBin, 3, nil, nil)
+	admin := f.Token(acme, "admin", "admin")
+	f.Connect(f.Replicas[0], admin, "confluence", "", "alice", broker.ResultConnected)
+	path := "/proxy/confluence/wiki/api/v2/pages?limit=1"
+	// Every replica serves the connection.
+	for _, r := range f.Replicas {
+		if res := f.Do("GET", r.URL+path, admin); res.Status != http.StatusOK {
+			t.Fatalf("warm-up on %s: %d %s", r.URL, res.Status, res.Body)
+		}
+	}
+	f.Sim.ExpireAccessTokens("atlassian")
+	before := simCounters(f).Atlassian.TokenCalls.RefreshToken
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	start := make(chan struct{})
+	for i := range 300 {
+		wg.Go(func() {
+			<-start
+			if res := f.Do("GET", f.Replicas[i%3].URL+path, admin); res.Status != http.StatusOK {
+				failed.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if n := simCounters(f).Atlassian.TokenCalls.RefreshToken - before; n != 1 {
+		t.Errorf("storm over 3 replicas: %d refreshes, want exactly 1", n)
+	}
+	if failed.Load() != 0 {
+		t.Errorf("storm: %d of 300 calls failed", failed.Load())
+	}
+
+	soak := 5 * time.Minute
+	if testing.Short() {
+		soak = 20 * time.Second
+	}
+	f.Sim.SetAccessTTL("atlassian", 5*time.Second)
+	f.Sim.ExpireAccessTokens("atlassian") // move onto 5-second tokens now
+	refreshesBefore := simCounters(f).Atlassian.TokenCalls.RefreshToken
+	l := startLoad(f, 12, admin, path)
+	time.Sleep(soak)
+	l.finish(t)
+	c := simCounters(f)
+	if c.RefreshReuse.WithinLeeway != 0 || c.RefreshReuse.AfterLeeway != 0 || c.FamilyRevocations != 0 {
+		t.Errorf("rotated refresh tokens reused: %+v, family revocations %d", c.RefreshReuse, c.FamilyRevocations)
+	}
+	if flagged(t, f, "confluence") {
+		t.Errorf("flagged refreshTokenExpired during the soak")
+	}
+	refreshes := c.Atlassian.TokenCalls.RefreshToken - refreshesBefore
+	// 5-second tokens refreshed at half-life: about one refresh per 2.5 s
+	// for the whole fleet, not one per replica.
+	if max := int64(soak/(2*time.Second)) + 5; refreshes > max || refreshes < int64(soak/(5*time.Second)) {
+		t.Errorf("%d refreshes in %v, want about one per 2.5 s fleet-wide (at most %d)", refreshes, soak, max)
+	}
+	t.Logf("soak %v: %d calls, %d refreshes, 0 reuse", soak, l.calls.Load(), refreshes)
+}
+
+// TestFleetLeaseHolderKilled: the replica holding the lease dies mid-refresh;
+// another completes a refresh once the lease lapses, with no false flag and
+// no reuse.
+func TestFleetLeaseHolderKilled(t *testing.T) {
+	f := Start(t, brokerBin, 2, nil, map[string]string{"BROKER_VENDOR_TIMEOUT": "5s"})
+	admin := f.Token(acme, "admin", "admin")
+	f.Connect(f.Replicas[0], admin, "confluence", "", "alice", broker.ResultConnected)
+	path := "/proxy/confluence/wiki/api/v2/pages?limit=1"
+	old, err := f.Stored(broker.Key{Account: acme, Vendor: "confluence"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next refresh hangs at the vendor (before it rotates anything).
+	f.Sim.Script(vendorsim.Fault{Vendor: "atlassian", Kind: vendorsim.KindTimeout, Delay: 60 * time.Second})
+	f.Sim.ExpireAccessTokens("atlassian")
+	before := simCounters(f).Atlassian.TokenCalls.RefreshToken
+	go f.Do("GET", f.Replicas[0].URL+path, admin) // replica 0 takes the lease and hangs
+	for simCounters(f).Atlassian.TokenCalls.RefreshToken == before {
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.Replicas[0].Kill()
+	start := time.Now()
+	res := f.Do("GET", f.Replicas[1].URL+path, admin)
+	if res.Status != http.StatusOK {
+		t.Fatalf("replica 1 after the lease holder died: %d %s", res.Status, res.Body)
+	}
+	t.Logf("replica 1 refreshed %v after the kill", time.Since(start))
+	now, err := f.Stored(broker.Key{Account: acme, Vendor: "confluence"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now.RefreshTokenExpired || now.Tokens.RefreshToken == old.Tokens.RefreshToken {
+		t.Errorf("after the takeover: flagged=%v, refresh token rotated=%v", now.RefreshTokenExpired, now.Tokens.RefreshToken != old.Tokens.RefreshToken)
+	}
+	if c := simCounters(f); c.RefreshReuse.WithinLeeway+c.RefreshReuse.AfterLeeway != 0 {
+		t.Errorf("refresh token reuse: %+v", c.RefreshReuse)
+	}
+}
+
+// TestFleetReconnectReachesEveryReplica: a reconnect on replica A is used by
+// replica B's next call, without a restart.
+func TestFleetReconnectReachesEveryReplica(t *testing.T) {
+	f := Start(t, brokerBin, 2, func(o *vendorsim.Options) { o.RequestLogSize = 10000 }, nil)
+	admin := f.Token(acme, "admin", "admin")
+	a, b := f.Replicas[0], f.Replicas[1]
+	f.Connect(a, admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
+	path := "/proxy/servicenow/api/now/table/incident?sysparm_limit=1"
+	if res := f.Do("GET", b.URL+path, admin); res.Status != http.StatusOK {
+		t.Fatalf("B before: %d %s", res.Status, res.Body)
+	}
+	for i, step := range []struct{ query, user, result string }{
+		{"action=reconnect", "alice", broker.ResultReconnected},
+		{"action=changeUser", "bob", broker.ResultUserChanged},
+	} {
+		f.Connect(a, admin, "servicenow", step.query, step.user, step.result)
+		want, err := f.Stored(broker.Key{Account: acme, Vendor: "servicenow"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := f.Do("GET", b.URL+path, admin); res.Status != http.StatusOK {
+			t.Fatalf("B after swap %d: %d %s", i, res.Status, res.Body)
+		}
+		last := f.Sim.LastAPIRequests(1)[0]
+		if last.Bearer != want.Tokens.AccessToken {
+			t.Errorf("swap %d on A: B's next call used an old token", i)
+		}
+	}
+}
+
+// TestFleetStoreOutages: Redis stopped for 30 s, then Vault paused for 30 s,
+// under load across two replicas: no call fails; refreshes during the Vault
+// pause are kept in memory and written afterwards; the index matches Vault.
+func TestFleetStoreOutages(t *testing.T) {
+	outage := 30 * time.Second
+	if testing.Short() {
+		outage = 8 * time.Second
+	}
+	f := Start(t, brokerBin, 2, nil, nil)
+	admin := f.Token(acme, "admin", "admin")
+	f.Connect(f.Replicas[0], admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
+	f.Connect(f.Replicas[0], admin, "confluence", "", "alice", broker.ResultConnected)
+	f.Connect(f.Replicas[0], f.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)
+	statusBefore := f.Do("GET", f.Replicas[0].URL+"/v1/account/integrations?includeUserLevelConnectionData=true", admin)
+	paths := []string{"/proxy/servicenow/api/now/table/incident?sysparm_limit=1", "/proxy/confluence/wiki/api/v2/pages?limit=1"}
+
+	// Redis down: every cached token is valid (1 h), so nothing needs Redis.
+	l := startLoad(f, 8, admin, paths...)
+	time.Sleep(time.Second)
+	f.Redis.Stop()
+	for _, r := range f.Replicas {
+		if res := f.Do("GET", r.MetricsURL+"/readyz", ""); res.Status != http.StatusServiceUnavailable {
+			t.Errorf("readyz during the Redis outage: %d", res.Status)
+		}
+	}
+	time.Sleep(outage)
+	f.Redis.Start() // empty: no persistence
+	time.Sleep(time.Second)
+	l.finish(t)
+
+	// Vault paused, with tokens that expire during the pause: refreshes must
+	// succeed at the vendor and wait in memory for Vault.
+	f.Sim.SetAccessTTL("atlassian", 6*time.Second)
+	f.Sim.SetAccessTTL("servicenow", 6*time.Second)
+	f.Sim.ExpireAccessTokens("atlassian")
+	f.Sim.ExpireAccessTokens("servicenow")
+	time.Sleep(2 * time.Second)
+	l = startLoad(f, 8, admin, paths...)
+	time.Sleep(time.Second)
+	f.Vault.Pause()
+	time.Sleep(outage)
+	f.Vault.Resume()
+	time.Sleep(3 * time.Second)
+	l.finish(t)
+
+	// Afterwards: tokens intact (what the vendor accepts is what Vault
+	// holds), nothing flagged, no reuse, and the index matches Vault.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res := f.Do("GET", f.Replicas[1].URL+"/v1/account/integrations?includeUserLevelConnectionData=true", admin)
+		if res.Status == http.StatusOK && sameStatusShape(t, statusBefore.Body, res.Body) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status after the outages differs from before:\n%s\n%s", statusBefore.Body, res.Body)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, v := range []string{"servicenow", "confluence"} {
+		c, err := f.Stored(broker.Key{Account: acme, Vendor: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.RefreshTokenExpired {
+			t.Errorf("%s flagged by an outage", v)
+		}
+		if res := f.Do("GET", f.Replicas[0].URL+paths[map[string]int{"servicenow": 0, "confluence": 1}[v]], admin); res.Status != http.StatusOK {
+			t.Errorf("%s after the outages: %d", v, res.Status)
+		}
+	}
+	if c := simCounters(f); c.RefreshReuse.AfterLeeway != 0 || c.FamilyRevocations != 0 {
+		t.Errorf("rotated token reused after the leeway: %+v", c.RefreshReuse)
+	}
+}
+
+// sameStatusShape compares what must survive an outage: integration,
+// flags, users and counts (times such as lastRefreshAt move on).
+func sameStatusShape(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	norm := func(raw []byte) string {
+		var v []map[string]any
+		if json.Unmarshal(raw, &v) != nil {
+			return "invalid"
+		}
+		for _, m := range v {
+			for _, k := range []string{"lastRefreshAt", "updatedAt", "refreshTokenExpiresAt", "lastError"} {
+				delete(m, k)
+			}
+		}
+		out, _ := json.Marshal(v)
+		return string(out)
+	}
+	return norm(a) == norm(b)
+}
+
+// TestFleetReindex: a flushed Redis is rebuilt by `broker reindex` so that the
+// status answer is identical; and Redis never holds a token, code or state.
+func TestFleetReindex(t *testing.T) {
+	f := Start(t, brokerBin, 1, nil, nil)
+	admin := f.Token(acme, "admin", "admin")
+	r := f.Replicas[0]
+	f.Connect(r, admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
+	f.Connect(r, admin, "confluence", "", "alice", broker.ResultConnected)
+	for _, u := range []string{"u1", "u2", "u3"} {
+		f.Connect(r, f.Token(acme, u), "servicenow", "flow=user", "bob", broker.ResultConnected)
+	}
+	f.Sim.RevokeRefreshTokens("servicenow", "acme", "alice")
+	f.Sim.ExpireAccessTokens("servicenow")
+	if res := f.Do("GET", r.URL+"/proxy/servicenow/api/now/table/incident", admin); res.Status != http.StatusFailedDependency {
+		t.Fatalf("want the integration flagged: %d %s", res.Status, res.Body)
+	}
+	statusURL := r.URL + "/v1/account/integrations?includeUserLevelConnectionData=true"
+	before := f.Do("GET", statusURL, admin)
+	if !strings.Contains(string(before.Body), `"total":3`) || !strings.Contains(string(before.Body), `"refreshTokenExpired":true`) {
+		t.Fatalf("status before: %s", before.Body)
+	}
+	// No secret in Redis, ever.
+	dump, keys, err := f.RedisDump()
+	if err != nil || keys == 0 {
+		t.Fatalf("redis dump: %v (%d keys)", err, keys)
+	}
+	for _, marker := range []string{"sn-at-", "sn-rt-", "atl-at-", "atl-rt-", "code_verifier", "clientSecret", "sn-secret", "atl-secret"} {
+		if strings.Contains(dump, marker) {
+			t.Errorf("Redis holds %q", marker)
+		}
+	}
+
+	if err := f.FlushRedis(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(brokerBin, "reindex")
+	cmd.Env = r.env
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "reindexed 5 connections") {
+		t.Fatalf("broker reindex: %v: %s", err, out)
+	}
+	after := f.Do("GET", statusURL, admin)
+	if string(after.Body) != string(before.Body) {
+		t.Fatalf("status after reindex differs:\n%s\n%s", before.Body, after.Body)
+	}
+}
