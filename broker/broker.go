@@ -136,7 +136,7 @@ func New(o Options) (*Broker, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(reg, o.Vendors, b.cache)
+	m, err := newMetrics(reg, o.Vendors, b.cache, b.pending)
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ type metrics struct {
 	contention *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pending) (*metrics, error) {
 	m := &metrics{
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_refreshes_total",
@@ -28,7 +28,11 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache) (*metrics
 			Help: "Refreshes that found the connection's lease held by another refresh (this or another replica) and waited for its result.",
 		}, []string{"vendor"}),
 	}
-	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention} {
+	pendingGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tokenbroker_refresh_results_pending",
+		Help: "Refresh results the store could not take yet, kept in memory and served until they are written.",
+	}, func() float64 { return float64(p.count()) })
+	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention, pendingGauge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
