@@ -64,3 +64,13 @@ chart-check:
 	$(GO) vet -tags chartcheck ./deploy/deploytest
 	CHART_RENDER_DIR=$(CURDIR)/$(CHART_RENDER) HELM=$$(scripts/ensure-helm.sh) \
 	  $(GO) test -tags chartcheck -count=1 ./deploy/deploytest
+
+# --- bench: whole-system figures on the production store (Vault and Redis
+# started by the benchmark itself), side by side with direct vendor calls.
+# Results and how to read them: docs/benchmarks.md.
+.PHONY: bench
+bench:
+	@mkdir -p artifacts
+	TOKENBROKER_TEST_STORE=production TOKENBROKER_VAULT_BIN=$${TOKENBROKER_VAULT_BIN:-$$(scripts/ensure-vault.sh)} \
+	  $(GO) test -run '^$$' -bench . -benchmem -benchtime 3000x -count 3 ./internal/benchtest | tee artifacts/bench.txt
+	$(GO) test -run '^$$' -bench 'Proxy$$' -benchmem ./proxy | tee -a artifacts/bench.txt
