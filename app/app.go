@@ -28,6 +28,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/proxy"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/store/instrumented"
+	"github.com/tokenbroker/tokenbroker/store/sealed"
 	"github.com/tokenbroker/tokenbroker/vendors/confluence"
 	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
 )
@@ -180,7 +181,7 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now fu
 	var key []byte
 	if k := cfg.EncryptionKey.Reveal(); k != "" {
 		var err error
-		if key, err = embedded.ParseKey(k); err != nil {
+		if key, err = sealed.ParseKey(k); err != nil {
 			return nil, fmt.Errorf("BROKER_ENCRYPTION_KEY: %w", err)
 		}
 	}

@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/store/production"
 	"github.com/tokenbroker/tokenbroker/store/redisstore"
+	"github.com/tokenbroker/tokenbroker/store/sealed"
 	"github.com/tokenbroker/tokenbroker/store/vaultstore"
 )
 
@@ -29,7 +29,7 @@ func (p productionStore) Close() error {
 }
 
 func openProduction(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (productionStore, error) {
-	key, err := embedded.ParseKey(cfg.EncryptionKey.Reveal())
+	key, err := sealed.ParseKey(cfg.EncryptionKey.Reveal())
 	if err != nil {
 		return productionStore{}, fmt.Errorf("BROKER_ENCRYPTION_KEY: %w", err)
 	}

@@ -1,50 +1,22 @@
 package embedded
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
+
+	"github.com/tokenbroker/tokenbroker/store/sealed"
 )
 
 // KeyFile is the name of the generated key file inside the data directory.
 const KeyFile = "encryption.key"
 
-const keySize = 32 // AES-256
-
-// formatV1 leads every sealed value: AES-256-GCM, random 96-bit nonce
-// prepended. A later format (key rotation, another AEAD) gets another byte
-// instead of guessing from the bytes that follow.
-const formatV1 byte = 1
-
-// ParseKey decodes a base64 AES-256 key (standard or URL alphabet, padded or
-// not, surrounding whitespace ignored). Errors never include the input.
-func ParseKey(b64 string) ([]byte, error) {
-	b64 = strings.TrimSpace(b64)
-	if b64 == "" {
-		return nil, errors.New("encryption key is empty")
-	}
-	for _, enc := range []*base64.Encoding{
-		base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding,
-	} {
-		key, err := enc.DecodeString(b64)
-		if err != nil {
-			continue
-		}
-		if len(key) != keySize {
-			return nil, fmt.Errorf("encryption key decodes to %d bytes, want %d", len(key), keySize)
-		}
-		return key, nil
-	}
-	return nil, errors.New("encryption key is not valid base64")
-}
+// ParseKey decodes a base64 AES-256 key; see sealed.ParseKey.
+func ParseKey(b64 string) ([]byte, error) { return sealed.ParseKey(b64) }
 
 // LoadOrCreateKey returns the key in <dir>/encryption.key, generating it
 // (mode 0600, dir created 0700) when the file does not exist.
@@ -66,7 +38,7 @@ func loadOrCreateKey(dir string) (key []byte, created bool, err error) {
 		return nil, false, err
 	}
 
-	key = make([]byte, keySize)
+	key = make([]byte, sealed.KeySize)
 	_, _ = rand.Read(key) // crypto/rand.Read never fails; it crashes the program instead
 	// O_EXCL: when two processes race to create the key, one loses and reads the
 	// winner's key rather than overwriting it after data was sealed with it.
@@ -104,59 +76,22 @@ func readKeyFile(path string) ([]byte, error) {
 	return key, nil
 }
 
-func newAEAD(key []byte) (cipher.AEAD, error) {
-	if len(key) != keySize {
-		return nil, fmt.Errorf("encryption key is %d bytes, want %d", len(key), keySize)
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("encryption key: %w", err)
-	}
-	aead, err := cipher.NewGCMWithRandomNonce(block)
-	if err != nil {
-		return nil, fmt.Errorf("encryption key: %w", err)
-	}
-	return aead, nil
-}
-
-// additionalData binds a sealed value to where it is stored, so that a value
-// copied to another key or bucket (one account's tokens pasted under another
+// where binds a sealed value to its bucket and key, so that a value copied
+// to another key or bucket (one account's tokens pasted under another
 // account) fails to open instead of being served.
-func additionalData(bucket, key []byte) []byte {
-	ad := make([]byte, 0, 2+len(bucket)+len(key))
-	ad = append(ad, formatV1)
-	ad = append(ad, bucket...)
-	ad = append(ad, 0) // bucket names hold no NUL, so the split is unambiguous
-	return append(ad, key...)
+func where(bucket, key []byte) []byte {
+	w := make([]byte, 0, 1+len(bucket)+len(key))
+	w = append(w, bucket...)
+	w = append(w, 0) // bucket names hold no NUL, so the split is unambiguous
+	return append(w, key...)
 }
 
 // seal encodes v as JSON and encrypts it for bucket/key.
 func (s *Store) seal(bucket, key []byte, v any) ([]byte, error) {
-	plain, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("encode record: %w", err)
-	}
-	out := make([]byte, 1, 1+len(plain)+s.aead.Overhead())
-	out[0] = formatV1
-	out = s.aead.Seal(out, nil, plain, additionalData(bucket, key))
-	clear(plain)
-	return out, nil
+	return s.box.Seal(where(bucket, key), v)
 }
 
 // open decrypts a value sealed for bucket/key and decodes it into v.
-func (s *Store) open(bucket, key, sealed []byte, v any) error {
-	if len(sealed) == 0 || sealed[0] != formatV1 {
-		return errors.New("open record: unknown format")
-	}
-	plain, err := s.aead.Open(nil, nil, sealed[1:], additionalData(bucket, key))
-	if err != nil {
-		// Wrong key, tampering, or a value moved from another key.
-		return fmt.Errorf("open record: %w", err)
-	}
-	defer clear(plain)
-	if err := json.Unmarshal(plain, v); err != nil {
-		// json errors quote offending input; keep decrypted bytes out of errors.
-		return errors.New("open record: malformed record")
-	}
-	return nil
+func (s *Store) open(bucket, key, sealedValue []byte, v any) error {
+	return s.box.Open(where(bucket, key), sealedValue, v)
 }

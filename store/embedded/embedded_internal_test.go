@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/store/sealed"
 )
 
 type fakeClock struct {
@@ -33,7 +34,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func openInternal(t *testing.T, now func() time.Time) *Store {
 	t.Helper()
-	key := make([]byte, keySize)
+	key := make([]byte, sealed.KeySize)
 	_, _ = rand.Read(key)
 	s, err := Open(Options{Dir: t.TempDir(), Key: key, Now: now})
 	if err != nil {

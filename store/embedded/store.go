@@ -2,7 +2,6 @@ package embedded
 
 import (
 	"context"
-	"crypto/cipher"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/store/sealed"
 )
 
 var _ broker.Store = (*Store)(nil)
@@ -71,8 +71,8 @@ func (o Options) validate() error {
 	if o.Dir == "" {
 		return errors.New("dir is required")
 	}
-	if o.Key != nil && len(o.Key) != keySize {
-		return fmt.Errorf("key is %d bytes, want %d", len(o.Key), keySize)
+	if o.Key != nil && len(o.Key) != sealed.KeySize {
+		return fmt.Errorf("key is %d bytes, want %d", len(o.Key), sealed.KeySize)
 	}
 	return nil
 }
@@ -80,7 +80,7 @@ func (o Options) validate() error {
 // Store is the embedded broker.Store. It is safe for concurrent use.
 type Store struct {
 	db     *bolt.DB
-	aead   cipher.AEAD
+	box    *sealed.Box
 	now    func() time.Time
 	log    *slog.Logger
 	leases leaseTable
@@ -123,7 +123,7 @@ func Open(o Options) (*Store, error) {
 		}
 		key = k
 	}
-	aead, err := newAEAD(key)
+	box, err := sealed.New(key)
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store: %w", err)
 	}
@@ -138,7 +138,7 @@ func Open(o Options) (*Store, error) {
 	}
 	s := &Store{
 		db:     db,
-		aead:   aead,
+		box:    box,
 		now:    o.Now,
 		log:    o.Logger,
 		leases: leaseTable{held: map[string]*lease{}},
@@ -169,11 +169,11 @@ func (s *Store) initialize(tx *bolt.Tx) error {
 		}
 		return nil
 	}
-	sealed, err := s.seal(bucketMeta, keyCheck, "tokenbroker")
+	check, err := s.seal(bucketMeta, keyCheck, "tokenbroker")
 	if err != nil {
 		return err
 	}
-	return meta.Put(keyCheck, sealed)
+	return meta.Put(keyCheck, check)
 }
 
 // Ready reports whether the database is open and readable.

@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"crypto/cipher"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/store/sealed"
 )
 
 var (
@@ -76,8 +76,8 @@ func (o Options) validate() error {
 	if !validPrefix(o.Prefix) {
 		return errors.New("prefix may hold only letters, digits and . _ / : -")
 	}
-	if len(o.Key) != keySize {
-		return fmt.Errorf("key is %d bytes, want %d", len(o.Key), keySize)
+	if len(o.Key) != sealed.KeySize {
+		return fmt.Errorf("key is %d bytes, want %d", len(o.Key), sealed.KeySize)
 	}
 	return nil
 }
@@ -87,7 +87,7 @@ func (o Options) validate() error {
 type Store struct {
 	client goredis.UniversalClient
 	prefix string
-	aead   cipher.AEAD
+	box    *sealed.Box
 	now    func() time.Time
 	log    *slog.Logger
 
@@ -111,7 +111,7 @@ func New(o Options) (*Store, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("redis store: %w", err)
 	}
-	aead, err := newAEAD(o.Key)
+	box, err := sealed.New(o.Key)
 	if err != nil {
 		return nil, fmt.Errorf("redis store: %w", err)
 	}
@@ -127,7 +127,7 @@ func New(o Options) (*Store, error) {
 	return &Store{
 		client:        o.Client,
 		prefix:        o.Prefix,
-		aead:          aead,
+		box:           box,
 		now:           o.Now,
 		log:           o.Logger,
 		renewScript:   goredis.NewScript(renewLua),

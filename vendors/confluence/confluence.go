@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
 )
 
 // Defaults from VENDORS.md.
@@ -47,8 +48,6 @@ const (
 	// maxBody bounds what is read from Atlassian; a user with many sites
 	// still answers in a few kilobytes.
 	maxBody = 1 << 20
-	// defaultTimeout bounds one call when the caller gave no client.
-	defaultTimeout = 30 * time.Second
 	// audience is what Atlassian's authorize endpoint expects for 3LO, and
 	// names the API product, not a host the broker talks to.
 	audience = "api.atlassian.com"
@@ -105,7 +104,7 @@ func New(o Options) (*Vendor, error) {
 		pkce:       o.PKCE,
 		absolute:   DefaultAbsoluteLifetime,
 		inactivity: DefaultInactivityWindow,
-		hc:         noRedirects(o.HTTPClient),
+		hc:         vendorhttp.NoRedirects(o.HTTPClient),
 	}
 	authURL, err := parseServiceURL(o.AuthURL, DefaultAuthURL)
 	if err != nil {
@@ -173,19 +172,6 @@ func parseServiceURL(raw, def string) (*url.URL, error) {
 		return nil, errors.New("must not have a query or fragment")
 	}
 	return u, nil
-}
-
-// noRedirects returns a copy of hc (or a default client) that does not follow
-// redirects: Atlassian's APIs answer in place, and a redirect would carry the
-// bearer token's request somewhere nobody configured.
-func noRedirects(hc *http.Client) *http.Client {
-	c := &http.Client{Timeout: defaultTimeout}
-	if hc != nil {
-		copied := *hc
-		c = &copied
-	}
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return c
 }
 
 func (v *Vendor) Name() string                            { return "confluence" }

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
 )
 
 // Defaults from VENDORS.md.
@@ -32,9 +33,6 @@ const (
 	// maxBody bounds what is read from an instance: identity answers are a
 	// few hundred bytes, and a misbehaving host must not fill memory.
 	maxBody = 1 << 20
-	// defaultTimeout bounds one call when the caller gave no client; the
-	// core's contexts usually end sooner.
-	defaultTimeout = 30 * time.Second
 )
 
 // Options configure the vendor.
@@ -87,7 +85,7 @@ func New(o Options) (*Vendor, error) {
 		pkce:          o.PKCE,
 		scopes:        []string{DefaultScope},
 		refreshLife:   DefaultRefreshTokenLifetime,
-		hc:            noRedirects(o.HTTPClient),
+		hc:            vendorhttp.NoRedirects(o.HTTPClient),
 	}
 	if len(o.Scopes) > 0 {
 		for _, s := range o.Scopes {
@@ -115,20 +113,6 @@ func New(o Options) (*Vendor, error) {
 		v.allowedHosts = append(v.allowedHosts, p)
 	}
 	return v, nil
-}
-
-// noRedirects returns a copy of hc (or a default client) that does not follow
-// redirects: an instance that redirects an API call is asleep or sending the
-// browser to a login page, and a 307 would replay a revoke form, client
-// secret included, to wherever it points.
-func noRedirects(hc *http.Client) *http.Client {
-	c := &http.Client{Timeout: defaultTimeout}
-	if hc != nil {
-		copied := *hc
-		c = &copied
-	}
-	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return c
 }
 
 func (v *Vendor) Name() string                            { return "servicenow" }
