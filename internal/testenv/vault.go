@@ -73,8 +73,8 @@ func Vault(t testing.TB) (addr, token string) {
 }
 
 // StartVault starts a Vault dev server on a free loopback port, with a random
-// root token and a clean environment, waits until /v1/sys/health answers 200,
-// and registers its shutdown with t.Cleanup.
+// root token and a clean environment, waits until /v1/sys/health answers 200
+// and the root token is accepted, and registers its shutdown with t.Cleanup.
 //
 // The binary is $TOKENBROKER_VAULT_BIN, else `vault` on the PATH, else what
 // scripts/ensure-vault.sh prints (it builds and caches Vault from the Go
@@ -252,7 +252,7 @@ func (s *VaultServer) start() error {
 		close(exited)
 	}()
 
-	if err := waitForVault(s.Addr, exited); err != nil {
+	if err := waitForVault(s.Addr, s.Token, exited); err != nil {
 		_ = cmd.Process.Kill()
 		<-exited
 		return fmt.Errorf("%w; log: %s", err, tail(logPath, 2000))
@@ -261,29 +261,41 @@ func (s *VaultServer) start() error {
 	return nil
 }
 
-// waitForVault polls /v1/sys/health until it answers 200 (initialised,
-// unsealed, active), the process exits, or vaultStartTimeout passes.
-func waitForVault(addr string, exited <-chan struct{}) error {
+// waitForVault polls until /v1/sys/health answers 200 (initialised,
+// unsealed, active) and the root token is accepted, the process exits, or
+// vaultStartTimeout passes. The token check proves the answer comes from this
+// process: another test's server may hold the port for the moment this one
+// takes to fail binding it.
+func waitForVault(addr, token string, exited <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second}
 	ctx, cancel := context.WithTimeout(context.Background(), vaultStartTimeout)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var last error
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr+"/v1/sys/health", nil)
+	get := func(path string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, addr+path, nil)
 		if err != nil {
 			return err
 		}
+		req.Header.Set("X-Vault-Token", token)
 		resp, err := client.Do(req)
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %s", path, resp.Status)
+		}
+		return nil
+	}
+	var last error
+	for {
+		last = get("/v1/sys/health")
+		if last == nil {
+			if last = get("/v1/auth/token/lookup-self"); last == nil {
 				return nil
 			}
-			err = fmt.Errorf("sys/health answered %s", resp.Status)
 		}
-		last = err
 		select {
 		case <-exited:
 			return errors.New("vault exited before reporting healthy")

@@ -186,7 +186,7 @@ func testAppRoleRelogin(t *testing.T, e *vaultEnv) {
 	if err := e.root.Sys().PutPolicyWithContext(t.Context(), prefix, policyFor(t, prefix)); err != nil {
 		t.Fatal(err)
 	}
-	creds := role(t, e, mount, "short", prefix, map[string]any{"token_ttl": "2s", "token_max_ttl": "4s"})
+	creds := role(t, e, mount, "short", prefix, map[string]any{"token_ttl": "3s", "token_max_ttl": "5s"})
 	loggedIn := time.Now()
 	client := e.client(t, vaultstore.ClientOptions{AppRole: creds})
 	s := newStore(t, vaultstore.Options{Client: client, Prefix: prefix})
@@ -196,12 +196,12 @@ func testAppRoleRelogin(t *testing.T, e *vaultEnv) {
 
 	for client.Token() == first {
 		if time.Since(loggedIn) > 15*time.Second {
-			t.Fatal("no new login 15 s after a token with a 4 s max TTL")
+			t.Fatal("no new login 15 s after a token with a 5 s max TTL")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Past the first token's max TTL, the store works on the new one.
-	time.Sleep(time.Until(loggedIn.Add(5 * time.Second)))
+	time.Sleep(time.Until(loggedIn.Add(6 * time.Second)))
 	if got := get(t, s, k); got.Version != c.Version {
 		t.Fatalf("read version %d, want %d", got.Version, c.Version)
 	}

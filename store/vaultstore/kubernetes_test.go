@@ -106,8 +106,8 @@ func TestKubernetesAuth(t *testing.T) {
 		"bound_service_account_names":      "broker",
 		"bound_service_account_namespaces": "tokenbroker",
 		"token_policies":                   prefix,
-		"token_ttl":                        "2s",
-		"token_max_ttl":                    "3s",
+		"token_ttl":                        "3s",
+		"token_max_ttl":                    "4s",
 	}); err != nil {
 		t.Fatalf("create role: %v", err)
 	}
@@ -139,12 +139,12 @@ func TestKubernetesAuth(t *testing.T) {
 	}
 	for !k8s.sawToken(rotated) {
 		if time.Since(loggedIn) > 15*time.Second {
-			t.Fatal("no login with the rotated service account token 15 s after a token with a 3 s max TTL")
+			t.Fatal("no login with the rotated service account token 15 s after a token with a 4 s max TTL")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	// Past the first Vault token's max TTL, only a new one can work.
-	time.Sleep(time.Until(loggedIn.Add(4 * time.Second)))
+	time.Sleep(time.Until(loggedIn.Add(5 * time.Second)))
 	if got := get(t, s, k); got.Version != c.Version {
 		t.Fatalf("read version %d after re-login, want %d", got.Version, c.Version)
 	}
