@@ -34,16 +34,25 @@ func (c *cache) get(k Key) (*cached, bool) {
 	return e, ok
 }
 
-// put stores conn unless a newer version is already cached; it reports
-// whether the entry changed.
+// put stores conn unless the cache holds something newer: a higher version,
+// or the same version with tokens issued later (a refresh result the store
+// could not take yet). It reports whether the entry changed.
 func (c *cache) put(conn Connection, base *url.URL) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cur, ok := c.entries[conn.Key]; ok && cur.conn.Version > conn.Version {
+	if cur, ok := c.entries[conn.Key]; ok && newer(cur.conn, conn) {
 		return false
 	}
 	c.entries[conn.Key] = &cached{conn: conn, base: base}
 	return true
+}
+
+// newer reports whether a is newer than b.
+func newer(a, b Connection) bool {
+	if a.Version != b.Version {
+		return a.Version > b.Version
+	}
+	return a.Tokens.IssuedAt.After(b.Tokens.IssuedAt)
 }
 
 func (c *cache) remove(k Key) {
@@ -52,9 +61,15 @@ func (c *cache) remove(k Key) {
 	c.mu.Unlock()
 }
 
-// replace swaps the whole content after a reload, and returns it.
+// replace swaps in the content of a reload, keeping any cached entry that
+// is newer than the store's copy (a refresh result not yet written).
 func (c *cache) replace(all map[Key]*cached) {
 	c.mu.Lock()
+	for k, cur := range c.entries {
+		if loaded, ok := all[k]; ok && newer(cur.conn, loaded.conn) {
+			all[k] = cur
+		}
+	}
 	c.entries = all
 	c.mu.Unlock()
 }
@@ -150,8 +165,10 @@ func (b *Broker) reload(ctx context.Context) error {
 		return err
 	}
 	b.cache.replace(all)
-	for k, e := range all {
-		b.sched.schedule(k, b.nextRefresh(e.conn))
+	for k := range all {
+		if e, ok := b.cache.get(k); ok {
+			b.sched.schedule(k, b.nextRefresh(e.conn))
+		}
 	}
 	return nil
 }
@@ -188,14 +205,14 @@ func (b *Broker) apply1(ctx context.Context, ch Change) {
 	case ch.Deleted:
 		b.cache.remove(ch.Key)
 	default:
-		if e, ok := b.cache.get(ch.Key); ok && e.conn.Version >= ch.Version {
-			return // this replica wrote it, or already has it
-		}
 		if ch.Conn != nil && ch.Conn.Key == ch.Key {
 			c := *ch.Conn
 			c.Version = ch.Version
-			b.cacheConn(c)
+			b.cacheConn(c) // ignored unless newer than what is cached
 			return
+		}
+		if e, ok := b.cache.get(ch.Key); ok && e.conn.Version >= ch.Version {
+			return // this replica wrote it, or already has it
 		}
 		conn, err := b.store.GetConnection(ctx, ch.Key)
 		switch {

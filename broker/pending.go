@@ -104,6 +104,11 @@ func (b *Broker) current(ctx context.Context, k Key) (Connection, error) {
 func (b *Broker) keepPending(ctx context.Context, next Connection, usedRefresh string, err error) {
 	b.pending.put(pendingWrite{conn: next, usedRefresh: usedRefresh})
 	b.cacheConn(next)
+	// Other replicas need the new tokens too (Atlassian revokes the old ones
+	// ten minutes after a rotation): announce them, sealed, without a new
+	// version; receivers take them because they were issued later.
+	snapshot := next
+	b.publish(ctx, Change{Key: next.Key, Version: next.Version, Conn: &snapshot})
 	b.log.WarnContext(ctx, "store unavailable: new tokens kept in memory until they can be written",
 		"vendor", next.Key.Vendor, "err", err)
 }

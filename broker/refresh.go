@@ -127,7 +127,7 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, Connection, bool, error) {
 	name := leaseName(key)
 	wait := 20 * time.Millisecond
-	var seen uint64
+	var seen string
 	for {
 		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
 		if err == nil {
@@ -148,14 +148,14 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 		if !errors.Is(err, ErrLeaseHeld) {
 			return nil, Connection{}, true, storeError(err)
 		}
-		if seen == 0 {
+		if seen == "" {
 			b.metrics.contention.WithLabelValues(key.Vendor).Inc()
 		}
-		cur, err := b.store.GetConnection(ctx, key)
+		cur, err := b.watch(ctx, key)
 		if err != nil {
-			return nil, Connection{}, true, b.readError(key, err)
+			return nil, Connection{}, true, err
 		}
-		if seen != 0 && cur.Version != seen {
+		if seen != "" && cur.Tokens.AccessToken != seen {
 			if cur.RefreshTokenExpired {
 				return nil, cur, true, reconnectRequired(b.vendors[key.Vendor])
 			}
@@ -163,12 +163,31 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 				return nil, cur, true, nil
 			}
 		}
-		seen = cur.Version
+		seen = cur.Tokens.AccessToken
 		if err := sleepCtx(ctx, wait); err != nil {
 			return nil, cur, true, newError(CodeVendorUnavailable, err, "timed out waiting for another replica's refresh")
 		}
 		wait = min(wait*2, 500*time.Millisecond)
 	}
+}
+
+// watch reads the connection while another holder refreshes it: from the
+// store, or, when the store is down, from the cache, which the change feed
+// keeps current (a holder that cannot write announces its result anyway).
+func (b *Broker) watch(ctx context.Context, key Key) (Connection, error) {
+	cur, err := b.store.GetConnection(ctx, key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		if e, ok := b.cache.get(key); ok {
+			return e.conn, nil
+		}
+	}
+	if err != nil {
+		return Connection{}, b.readError(key, err)
+	}
+	if e, ok := b.cache.get(key); ok && e.conn.Version == cur.Version && e.conn.Tokens.IssuedAt.After(cur.Tokens.IssuedAt) {
+		return e.conn, nil // a result kept in memory by its holder, announced but not yet written
+	}
+	return b.withPending(cur), nil
 }
 
 func (b *Broker) readError(key Key, err error) error {

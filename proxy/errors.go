@@ -168,7 +168,7 @@ func accessError(err error) (status int, code broker.Code, msg string) {
 	var be *broker.Error
 	if errors.As(err, &be) {
 		switch be.Code {
-		case broker.CodeNotConnected, broker.CodeReconnectRequired:
+		case broker.CodeNotConnected, broker.CodeReconnectRequired, broker.CodeStoreUnavailable:
 			return StatusOf(be.Code), be.Code, be.Message
 		case broker.CodeVendorUnavailable:
 			if errors.Is(err, context.DeadlineExceeded) {
