@@ -74,14 +74,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("parse vendorsim URLs %q: %w", line, err)
 	}
 
-	apiAddr, err := freeAddr()
+	addrs, err := freeAddrs(2)
 	if err != nil {
 		return err
 	}
-	metricsAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	apiAddr, metricsAddr := addrs[0], addrs[1]
 	secret := randomSecret()
 	var hosts []string
 	for _, u := range urls.ServiceNow {
@@ -358,15 +355,20 @@ func waitReady(ctx context.Context, u string) error {
 	return errors.New("broker did not become ready within 30s")
 }
 
-// freeAddr finds a loopback port that is free now, so the demo never
-// collides with whatever else runs on the machine.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
+// freeAddrs finds n distinct loopback ports that are free now, so the demo
+// never collides with whatever else runs on the machine; every probe
+// listener stays open until all are chosen.
+func freeAddrs(n int) ([]string, error) {
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return out, nil
 }
 
 func randomSecret() string {

@@ -177,8 +177,8 @@ func Main(m *testing.M) int {
 func (e *Env) start() {
 	e.t.Helper()
 	if e.Env["BROKER_LISTEN_ADDR"] == "127.0.0.1:0" {
-		e.Env["BROKER_LISTEN_ADDR"] = freeAddr(e.t)
-		e.Env["BROKER_METRICS_ADDR"] = freeAddr(e.t)
+		addrs := freeAddrs(e.t, 2)
+		e.Env["BROKER_LISTEN_ADDR"], e.Env["BROKER_METRICS_ADDR"] = addrs[0], addrs[1]
 	}
 	if _, ok := e.Env["BROKER_PUBLIC_URL"]; !ok {
 		e.Env["BROKER_PUBLIC_URL"] = "http://" + e.Env["BROKER_LISTEN_ADDR"]
@@ -358,14 +358,21 @@ func (e *Env) Metrics() string {
 	return string(r.Body)
 }
 
-func freeAddr(t testing.TB) string {
+// freeAddrs returns n distinct loopback addresses that were free a moment
+// ago; every probe listener stays open until all are chosen, so two calls
+// cannot hand out the same port.
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	ln, err := netListen()
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	var out []string
+	for range n {
+		ln, err := netListen()
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return out
 }
 
 // MustConnectURL approves an OAuth URL obtained earlier and checks the result.

@@ -125,7 +125,8 @@ func Start(t testing.TB, bin string, n int, simOpts func(*vendorsim.Options), en
 // AddReplica starts one more broker process.
 func (f *Fleet) AddReplica() *Replica {
 	f.t.Helper()
-	api, ops := freeAddr(f.t), freeAddr(f.t)
+	addrs := freeAddrs(f.t, 2)
+	api, ops := addrs[0], addrs[1]
 	env := os.Environ()
 	for k, v := range f.Env {
 		env = append(env, k+"="+v)
@@ -261,14 +262,20 @@ func (f *Fleet) Connect(r *Replica, jwt, vendor, query, user, result string) {
 	}
 }
 
-func freeAddr(t testing.TB) string {
+// freeAddrs returns n distinct loopback addresses, holding every probe
+// listener until all are chosen so that none is handed out twice.
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return out
 }
 
 // Stored reads a connection straight from Vault, as every replica would.
