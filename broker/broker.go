@@ -71,6 +71,9 @@ type Broker struct {
 	sched      *schedule
 	pending    *pending
 
+	clientsMu sync.Mutex
+	clients   map[Key]ClientCredentials // last client read per account and vendor
+
 	missFlight singleflight.Group
 	missMu     sync.Mutex
 	misses     map[Key]time.Time
@@ -97,6 +100,7 @@ func New(o Options) (*Broker, error) {
 		sched:     newSchedule(),
 		pending:   newPending(),
 		misses:    make(map[Key]time.Time),
+		clients:   make(map[Key]ClientCredentials),
 	}
 	for _, v := range o.Vendors {
 		if _, dup := b.vendors[v.Name()]; dup {
@@ -229,10 +233,32 @@ func (b *Broker) client(ctx context.Context, account string, v Vendor) (ClientCr
 	return c, nil
 }
 
-// clientByID finds the client that issued a connection's tokens.
+// clientByID finds the client that issued a connection's tokens. Refreshes
+// need it while the store may be down, so the last client read for each
+// account is remembered, and the broker's default client serves when the
+// store cannot answer.
 func (b *Broker) clientByID(ctx context.Context, account string, v Vendor, id string) (ClientCredentials, error) {
-	c, err := b.client(ctx, account, v)
-	if err != nil {
+	k := Key{Account: account, Vendor: v.Name()}
+	sctx, cancel := storeCtx(ctx)
+	c, err := b.client(sctx, account, v)
+	cancel()
+	switch {
+	case err == nil:
+		b.clientsMu.Lock()
+		b.clients[k] = c
+		b.clientsMu.Unlock()
+	case CodeOf(err) == CodeStoreUnavailable:
+		b.clientsMu.Lock()
+		known, ok := b.clients[k]
+		b.clientsMu.Unlock()
+		switch d := v.DefaultClient(); {
+		case ok && known.ClientID == id:
+			return known, nil
+		case d.ClientID == id && id != "":
+			return d, nil
+		}
+		return ClientCredentials{}, err
+	default:
 		return c, err
 	}
 	if c.ClientID == id {

@@ -98,7 +98,10 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	}
 	client, err := b.clientByID(ctx, key.Account, v, cur.ClientID)
 	if err != nil {
-		return b.fail(ctx, v, cur, ClassClientConfig, err, 0)
+		if CodeOf(err) == CodeClientNotConfigured {
+			return b.fail(ctx, v, cur, ClassClientConfig, err, 0)
+		}
+		return cur, err // the store cannot say which client: not the client's fault
 	}
 	if cur.Tokens.RefreshToken == "" {
 		return b.fail(ctx, v, cur, ClassClientConfig, errors.New("no refresh token was granted (offline access missing)"), 0)
@@ -131,7 +134,9 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 	for {
 		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
 		if err == nil {
-			cur, err := b.store.GetConnection(ctx, key)
+			sctx, cancel := storeCtx(ctx)
+			cur, err := b.store.GetConnection(sctx, key)
+			cancel()
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				// The connection store is down but the lease is ours: refresh
 				// from memory; the result waits in memory for the store.
@@ -175,7 +180,9 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 // store, or, when the store is down, from the cache, which the change feed
 // keeps current (a holder that cannot write announces its result anyway).
 func (b *Broker) watch(ctx context.Context, key Key) (Connection, error) {
-	cur, err := b.store.GetConnection(ctx, key)
+	sctx, cancel := storeCtx(ctx)
+	cur, err := b.store.GetConnection(sctx, key)
+	cancel()
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		if e, ok := b.cache.get(key); ok {
 			return e.conn, nil
@@ -227,7 +234,9 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 		next.LastRefreshAt = now
 		next.LastError = nil
 		next.UpdatedAt = now
-		saved, err := b.store.PutConnection(ctx, next)
+		sctx, cancel := storeCtx(ctx)
+		saved, err := b.store.PutConnection(sctx, next)
+		cancel()
 		if err == nil {
 			b.metrics.refresh(v.Name(), "success")
 			b.pending.drop(cur.Key)
@@ -392,4 +401,13 @@ func describe(err error) string {
 		return e.Message
 	}
 	return "token endpoint unreachable or answered an unreadable body"
+}
+
+// storeTimeout bounds each store call a refresh makes. A store that hangs
+// (Vault sealed or paused) must not hold a caller for the store client's own
+// timeout and retries: the refresh falls back to memory instead.
+const storeTimeout = 5 * time.Second
+
+func storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, storeTimeout)
 }

@@ -146,10 +146,11 @@ func TestFleetOneRefreshAndRotationSoak(t *testing.T) {
 		t.Errorf("flagged refreshTokenExpired during the soak")
 	}
 	refreshes := c.Atlassian.TokenCalls.RefreshToken - refreshesBefore
-	// 5-second tokens refreshed at half-life: about one refresh per 2.5 s
-	// for the whole fleet, not one per replica.
-	if max := int64(soak/(2*time.Second)) + 5; refreshes > max || refreshes < int64(soak/(5*time.Second)) {
-		t.Errorf("%d refreshes in %v, want about one per 2.5 s fleet-wide (at most %d)", refreshes, soak, max)
+	// 5-second tokens refreshed at half-life (less jitter): about one
+	// refresh per 2.3 s for the whole fleet. Three replicas refreshing on
+	// their own would make three times as many; allow half as many again.
+	if max := int64(soak/(1500*time.Millisecond)) + 5; refreshes > max || refreshes < int64(soak/(5*time.Second)) {
+		t.Errorf("%d refreshes in %v, want about one per 2.3 s fleet-wide (at most %d)", refreshes, soak, max)
 	}
 	t.Logf("soak %v: %d calls, %d refreshes, 0 reuse", soak, l.calls.Load(), refreshes)
 }
