@@ -142,9 +142,15 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 			return status == http.StatusUnauthorized && h.Get("X-Failure-Category") == "FAILURE_CLIENT_SCOPE_CHECK"
 		},
 	}
+	// The setting's 0 means "never replay a body" (docs/configuration.md);
+	// proxy.Options reads 0 as its default, and a negative value as never.
+	maxReplay := cfg.ProxyMaxReplayBody
+	if maxReplay == 0 {
+		maxReplay = proxy.NeverReplay
+	}
 	px, err := proxy.New(proxy.Options{
 		Tokens: a.broker, Caller: accountOf, Vendors: policies,
-		MaxReplayBody: cfg.ProxyMaxReplayBody, Logger: log, Registerer: a.reg, Now: now,
+		MaxReplayBody: maxReplay, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
 		return nil, err

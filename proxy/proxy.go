@@ -82,8 +82,8 @@ type Options struct {
 	Transport http.RoundTripper
 	// MaxReplayBody: bodies up to this are buffered so a retry can replay
 	// them; larger or unknown-length bodies are streamed and not retried.
-	// 0 means DefaultMaxReplayBody; negative means bodies are never buffered
-	// (body-less requests are still retried).
+	// 0 means DefaultMaxReplayBody; NeverReplay (any negative value) means
+	// bodies are never buffered (body-less requests are still retried).
 	MaxReplayBody int64
 	Logger        *slog.Logger
 	// Registerer receives the proxy's metrics; nil leaves them unregistered.
@@ -95,6 +95,8 @@ const (
 	// DefaultMaxReplayBody covers the JSON bodies of vendor APIs (records,
 	// pages) with room; attachments and bulk uploads stream.
 	DefaultMaxReplayBody = 1 << 20
+	// NeverReplay as MaxReplayBody: a call with a body is never retried.
+	NeverReplay = -1
 	// DefaultNearExpiry is how close to its expiry a token must be for a
 	// NearExpiryStatuses answer to count as "expired".
 	DefaultNearExpiry = time.Minute

@@ -1,0 +1,33 @@
+package app_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+)
+
+// TestMaxReplayBytesZeroStillRetriedBodies: docs/configuration.md says
+// BROKER_PROXY_MAX_REPLAY_BYTES=0 never retries a call with a body, but the
+// proxy read 0 as "the 1 MiB default" and replayed it.
+func TestMaxReplayBytesZeroStillRetriedBodies(t *testing.T) {
+	e := brokertest.Start(t, brokertest.WithEnv("BROKER_PROXY_MAX_REPLAY_BYTES", "0"))
+	admin := e.Admin(acme)
+	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
+	e.Sim.ExpireAccessTokens("servicenow")
+	before := e.Sim.Counters().ServiceNow.APICalls
+	r := e.Do(http.MethodPost, "/proxy/servicenow/api/now/table/incident", admin,
+		strings.NewReader(`{"short_description":"printer on fire"}`), "Content-Type", "application/json")
+	if r.Status != http.StatusUnauthorized || r.Header.Get("X-Broker-Error") != "" {
+		t.Errorf("a body with replay off: want the vendor's 401 passed through, got %d %s", r.Status, r.Body)
+	}
+	if n := e.Sim.Counters().ServiceNow.APICalls - before; n != 1 {
+		t.Errorf("the vendor saw the call %d times, want once (no replay)", n)
+	}
+	// A call without a body is still retried after the refresh.
+	if r := e.Get("/proxy/servicenow/api/now/table/incident?sysparm_limit=1", admin); r.Status != http.StatusOK {
+		t.Errorf("body-less call after the refusal: %d %s", r.Status, r.Body)
+	}
+}
