@@ -31,6 +31,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/store/sealed"
 	"github.com/tokenbroker/tokenbroker/vendors/confluence"
 	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
+	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
 )
 
 // Options are what a process needs besides its configuration.
@@ -103,7 +104,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		}
 		return 1
 	}))
-	vendorClient := &http.Client{Timeout: cfg.VendorTimeout, Transport: vendorTransport()}
+	// The one client for every call to a vendor other than the proxy's:
+	// token endpoints, identity and revoke. It never follows redirects.
+	vendorClient := vendorhttp.NoRedirects(&http.Client{Timeout: cfg.VendorTimeout, Transport: vendorTransport()})
 	vendors, err := buildVendors(cfg, vendorClient)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+
+	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
 )
 
 // Options configures a Broker. Store and Vendors are required.
@@ -27,7 +29,8 @@ type Options struct {
 	// ReturnURLs is the allowlist of returnTo prefixes.
 	ReturnURLs []string
 	// HTTPClient is used for token-endpoint calls (x/oauth2); nil means a
-	// client with VendorTimeout.
+	// client with VendorTimeout. Redirects are never followed, whatever its
+	// policy.
 	HTTPClient    *http.Client
 	StateTTL      time.Duration // default 10m
 	RefreshMargin time.Duration // default 5m
@@ -130,6 +133,7 @@ func New(o Options) (*Broker, error) {
 	if b.hc == nil {
 		b.hc = &http.Client{Timeout: b.vendorTO}
 	}
+	b.hc = vendorhttp.NoRedirects(b.hc) // token calls never follow redirects
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}

@@ -67,6 +67,15 @@ func ClassifyTokenError(err error) ErrorClass {
 	return ClassTransient
 }
 
+// IsRedirect reports whether the token endpoint answered with a redirect,
+// which the broker's client never follows: for a refresh it is transient (an
+// instance asleep behind a login page), for a code exchange the code is lost.
+func IsRedirect(err error) bool {
+	var re *oauth2.RetrieveError
+	return errors.As(err, &re) && re.Response != nil &&
+		re.Response.StatusCode >= 300 && re.Response.StatusCode < 400
+}
+
 // RetryAfter returns how long the token endpoint asked the broker to wait
 // (the Retry-After header of a 429 or 503, in seconds or as an HTTP date),
 // or 0 when err carries no such answer.

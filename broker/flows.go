@@ -228,6 +228,9 @@ func (b *Broker) Callback(ctx context.Context, vendorName string, r CallbackRequ
 	}
 	tok, err := cfg.Exchange(vctx, r.Code, opts...)
 	if err != nil {
+		if IsRedirect(err) {
+			return res, newError(CodeExchangeFailed, err, "the vendor's token endpoint answered with a redirect, which is never followed")
+		}
 		if ClassifyTokenError(err) == ClassTransient {
 			return res, newError(CodeVendorUnavailable, err, "the vendor's token endpoint is unavailable; try again")
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
 )
 
 // IntegrationType groups vendors in the status API.
@@ -74,10 +76,11 @@ type Vendor interface {
 	KeepAliveInterval() time.Duration
 }
 
-// HTTPClientContext returns ctx carrying hc for x/oauth2 calls.
+// HTTPClientContext returns ctx carrying hc for x/oauth2 calls, made to
+// refuse redirects whatever hc's policy: a token endpoint answers in place,
+// and following a 307/308 would re-post the client secret, code, verifier or
+// refresh token to wherever it points (a 302 turns the grant into a GET
+// there). A nil hc means a default client, never http.DefaultClient.
 func HTTPClientContext(ctx context.Context, hc *http.Client) context.Context {
-	if hc == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, oauth2.HTTPClient, hc)
+	return context.WithValue(ctx, oauth2.HTTPClient, vendorhttp.NoRedirects(hc))
 }

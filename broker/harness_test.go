@@ -1,0 +1,101 @@
+package broker_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/store/embedded"
+	"github.com/tokenbroker/tokenbroker/vendors/confluence"
+	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
+)
+
+// core is a Broker on a real embedded store with both real vendors pointed at
+// one httptest vendor, for tests of the lifecycle without the HTTP API.
+type core struct {
+	*broker.Broker
+	Store  broker.Store
+	Vendor *httptest.Server // serves ServiceNow's instance and Atlassian's auth and API hosts
+}
+
+// newCore starts a broker whose vendors live at handler. hc is the token
+// client handed to the broker (nil: its default); adjust changes options.
+func newCore(t *testing.T, handler http.Handler, hc *http.Client, adjust ...func(*broker.Options)) *core {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	host := srv.Listener.Addr().String()
+	st, err := embedded.Open(embedded.Options{Dir: t.TempDir(), Key: make([]byte, 32)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	client := broker.ClientCredentials{ClientID: testClientID, ClientSecret: testClientSecret}
+	sn, err := servicenow.New(servicenow.Options{Client: client, AllowedHosts: []string{host}, AllowInsecure: true, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := confluence.New(confluence.Options{Client: client, AuthURL: srv.URL, APIURL: srv.URL, HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	public, _ := url.Parse("https://broker.example.com")
+	o := broker.Options{Store: st, Vendors: []broker.Vendor{sn, cf}, PublicURL: public, HTTPClient: hc, VendorTimeout: 5 * time.Second}
+	for _, f := range adjust {
+		f(&o)
+	}
+	b, err := broker.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &core{Broker: b, Store: o.Store, Vendor: srv}
+}
+
+// instance is the ServiceNow instance (or Confluence site) at the test vendor.
+func (c *core) instance() broker.Instance {
+	return broker.Instance{BaseURL: c.Vendor.URL, Host: c.Vendor.Listener.Addr().String(), CloudID: "cloud-1"}
+}
+
+// seed stores a connection of vendor for account acme with the given
+// tokens, as a completed connect would have.
+func (c *core) seed(t *testing.T, vendor, access, refresh string, expiry time.Time) broker.Connection {
+	t.Helper()
+	now := time.Now()
+	inst := c.instance()
+	if vendor == "servicenow" {
+		inst.CloudID = ""
+	}
+	conn, err := c.Store.PutConnection(t.Context(), broker.Connection{
+		Key: broker.Key{Account: "acme", Vendor: vendor}, Instance: inst, ClientID: testClientID,
+		User:      broker.User{ID: "u1"},
+		Tokens:    broker.Tokens{AccessToken: access, RefreshToken: refresh, Expiry: expiry, IssuedAt: now.Add(-time.Hour), RefreshIssuedAt: now.Add(-time.Hour), ConsentAt: now.Add(-time.Hour)},
+		CreatedAt: now, UpdatedAt: now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// canary is a host that must never be reached; it counts what reaches it.
+func canary(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"access_token":"stolen","refresh_token":"stolen","token_type":"Bearer","expires_in":3600}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
