@@ -9,7 +9,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/brokertest"
-	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
+	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 // TestNoSecretsInLogs runs the flows and the proxy with debug logging and

@@ -13,7 +13,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/brokertest"
-	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
+	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 func bigLog(o *vendorsim.Options) { o.RequestLogSize = 500000 }

@@ -21,7 +21,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
+	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 type demo struct {

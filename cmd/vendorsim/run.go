@@ -12,7 +12,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
+	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 // run serves DefaultOptions until ctx ends. Every flag can also be set by an

@@ -29,7 +29,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
-	"github.com/tokenbroker/tokenbroker/internal/vendorsim"
+	"github.com/tokenbroker/tokenbroker/vendorsim"
 	"github.com/tokenbroker/tokenbroker/store/vaultstore"
 )
 

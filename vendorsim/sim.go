@@ -1,10 +1,3 @@
-// Package vendorsim simulates the authorization servers and APIs tokenbroker
-// talks to: any number of ServiceNow instances (each its own authorization
-// server on its own listener) and Atlassian (auth.atlassian.com and
-// api.atlassian.com with Confluence sites), as /work/shared/VENDORS.md
-// describes them, including the quirks, plus a control API to script faults,
-// move expiry and read counters. Tests import it and call Start; cmd/vendorsim
-// runs it for demos.
 package vendorsim
 
 import (
