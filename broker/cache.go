@@ -115,8 +115,9 @@ func (b *Broker) cacheConn(conn Connection) {
 func (b *Broker) Access(ctx context.Context, key Key) (Access, error) {
 	e, ok := b.cache.get(key)
 	if !ok {
-		if e, ok = b.loadMiss(ctx, key); !ok {
-			return Access{}, newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+		var err error
+		if e, err = b.loadMiss(ctx, key); err != nil {
+			return Access{}, b.readError(key, err)
 		}
 	}
 	if e.conn.RefreshTokenExpired {
@@ -229,33 +230,53 @@ func (b *Broker) apply1(ctx context.Context, ch Change) {
 // missTTL is how long a connection found missing is not looked up again.
 const missTTL = 2 * time.Second
 
+// missTimeout bounds the shared lookup of a cache miss. It runs on its own
+// context: one caller hanging up must not fail the callers sharing it.
+const missTimeout = 5 * time.Second
+
 // loadMiss looks a connection up in the store when the cache has none: one
 // created on another replica a moment ago may not have reached this one's
 // change feed yet. It is the only request-path store read, for unknown keys
 // only; single-flight per key and a short negative cache keep callers (or
-// an attacker naming random users) from turning it into store load.
-func (b *Broker) loadMiss(ctx context.Context, key Key) (*cached, bool) {
+// an attacker naming random users) from turning it into store load. Only a
+// real "not found" is remembered: a store error or a caller giving up says
+// nothing about the connection, so it is not_connected only when the store
+// said so.
+func (b *Broker) loadMiss(ctx context.Context, key Key) (*cached, error) {
 	b.missMu.Lock()
 	if until, ok := b.misses[key]; ok && b.now().Before(until) {
 		b.missMu.Unlock()
-		return nil, false
+		return nil, ErrNotFound
 	}
 	b.missMu.Unlock()
-	v, _, _ := b.missFlight.Do(leaseName(key), func() (any, error) {
-		conn, err := b.store.GetConnection(ctx, key)
-		if err != nil {
+	ch := b.missFlight.DoChan(leaseName(key), func() (any, error) {
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), missTimeout)
+		defer cancel()
+		conn, err := b.store.GetConnection(lctx, key)
+		if errors.Is(err, ErrNotFound) {
 			b.missMu.Lock()
 			if len(b.misses) > 10000 {
 				clear(b.misses)
 			}
 			b.misses[key] = b.now().Add(missTTL)
 			b.missMu.Unlock()
+		}
+		if err != nil {
 			return nil, err
 		}
 		b.cacheConn(conn)
-		e, _ := b.cache.get(key)
-		return e, nil
+		if e, ok := b.cache.get(key); ok {
+			return e, nil
+		}
+		return nil, ErrNotFound
 	})
-	e, ok := v.(*cached)
-	return e, ok && e != nil
+	select {
+	case <-ctx.Done():
+		return nil, storeError(ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*cached), nil
+	}
 }

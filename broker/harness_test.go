@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -98,4 +99,29 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// faultyStore is a real store whose connection reads can be made to fail,
+// as Redis or Vault fail during an outage.
+type faultyStore struct {
+	broker.Store
+	failGets atomic.Int32 // the next n GetConnection calls fail
+}
+
+var errOutage = errors.New("store outage (test)")
+
+func (s *faultyStore) GetConnection(ctx context.Context, k broker.Key) (broker.Connection, error) {
+	if s.failGets.Add(-1) >= 0 {
+		return broker.Connection{}, errOutage
+	}
+	s.failGets.Store(0)
+	return s.Store.GetConnection(ctx, k)
+}
+
+// withFaultyStore wraps the core's store in a faultyStore.
+func withFaultyStore(fs **faultyStore) func(*broker.Options) {
+	return func(o *broker.Options) {
+		*fs = &faultyStore{Store: o.Store}
+		o.Store = *fs
+	}
 }

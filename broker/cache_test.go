@@ -1,0 +1,57 @@
+package broker_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// TestCancelledCallerDoesNotPoisonCache is defect 4 of issue 9: the shared
+// lookup of a connection the cache does not hold ran on the first caller's
+// context and cached any failure as "not connected" for 2 s, so one caller
+// hanging up, or one store error, made an existing connection answer 404
+// not_connected to everyone. Only a real "not found" may be cached.
+func TestCancelledCallerDoesNotPoisonCache(t *testing.T) {
+	t.Run("caller hangs up", func(t *testing.T) {
+		c := newCore(t, http.NotFoundHandler(), nil)
+		conn := c.seed(t, "servicenow", "live-access", "r", time.Now().Add(time.Hour))
+		gone, cancel := context.WithCancel(t.Context())
+		cancel()
+		_, _ = c.Access(gone, conn.Key)
+		a, err := c.Access(ctxT(t), conn.Key)
+		if err != nil || a.Token != "live-access" {
+			t.Fatalf("after a cancelled caller: Access = %q, %v; want the stored token", a.Token, err)
+		}
+	})
+	t.Run("store error", func(t *testing.T) {
+		var fs *faultyStore
+		c := newCore(t, http.NotFoundHandler(), nil, withFaultyStore(&fs))
+		conn := c.seed(t, "servicenow", "live-access", "r", time.Now().Add(time.Hour))
+		fs.failGets.Store(1)
+		_, err := c.Access(ctxT(t), conn.Key)
+		if got := broker.CodeOf(err); got != broker.CodeStoreUnavailable {
+			t.Errorf("store down: Access error %q (%v), want %q: the connection may well exist", got, err, broker.CodeStoreUnavailable)
+		}
+		a, err := c.Access(ctxT(t), conn.Key)
+		if err != nil || a.Token != "live-access" {
+			t.Fatalf("after one store error: Access = %q, %v; want the stored token", a.Token, err)
+		}
+	})
+	t.Run("not found is cached", func(t *testing.T) {
+		var fs *faultyStore
+		c := newCore(t, http.NotFoundHandler(), nil, withFaultyStore(&fs))
+		key := broker.Key{Account: "acme", Vendor: "servicenow"}
+		if _, err := c.Access(ctxT(t), key); broker.CodeOf(err) != broker.CodeNotConnected {
+			t.Fatalf("unknown connection: %v, want not_connected", err)
+		}
+		// Within the negative-cache window the store is not asked again:
+		// a failing store would otherwise turn the answer into 503.
+		fs.failGets.Store(1)
+		if _, err := c.Access(ctxT(t), key); broker.CodeOf(err) != broker.CodeNotConnected {
+			t.Fatalf("unknown connection again: %v, want not_connected from the negative cache", err)
+		}
+	})
+}
