@@ -17,17 +17,25 @@ func TestMaxReplayBytesZeroStillRetriedBodies(t *testing.T) {
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.Sim.ExpireAccessTokens("servicenow")
-	before := e.Sim.Counters().ServiceNow.APICalls
+	before := e.Sim.Counters().ServiceNow
 	r := e.Do(http.MethodPost, "/proxy/servicenow/api/now/table/incident", admin,
 		strings.NewReader(`{"short_description":"printer on fire"}`), "Content-Type", "application/json")
 	if r.Status != http.StatusUnauthorized || r.Header.Get("X-Broker-Error") != "" {
 		t.Errorf("a body with replay off: want the vendor's 401 passed through, got %d %s", r.Status, r.Body)
 	}
-	if n := e.Sim.Counters().ServiceNow.APICalls - before; n != 1 {
+	if n := e.Sim.Counters().ServiceNow.APICalls - before.APICalls; n != 1 {
 		t.Errorf("the vendor saw the call %d times, want once (no replay)", n)
 	}
-	// A call without a body is still retried after the refresh.
-	if r := e.Get("/proxy/servicenow/api/now/table/incident?sysparm_limit=1", admin); r.Status != http.StatusOK {
-		t.Errorf("body-less call after the refusal: %d %s", r.Status, r.Body)
+	// The refusal still cost the one refresh, so the caller's retry works.
+	if got := r.Header.Get("X-Broker-Retry"); got != "refreshed" {
+		t.Errorf("X-Broker-Retry = %q, want refreshed", got)
+	}
+	r = e.Do(http.MethodPost, "/proxy/servicenow/api/now/table/incident", admin,
+		strings.NewReader(`{"short_description":"printer on fire"}`), "Content-Type", "application/json")
+	if r.Status != http.StatusCreated {
+		t.Errorf("the caller's retry: %d %s", r.Status, r.Body)
+	}
+	if n := e.Sim.Counters().ServiceNow.TokenCalls.RefreshToken - before.TokenCalls.RefreshToken; n != 1 {
+		t.Errorf("refreshes = %d, want exactly 1", n)
 	}
 }

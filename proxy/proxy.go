@@ -15,7 +15,10 @@
 // wish and writes nothing. Handle asks Tokens.Rejected for a newer token and
 // serves the request once more, with retrying switched off. When the body
 // cannot be replayed (unknown length, or above MaxReplayBody; those are
-// streamed and not buffered), the refusal is passed through as it came.
+// streamed and not buffered), ModifyResponse asks Tokens.Rejected for the
+// refresh itself, before the refusal's headers go out, and passes the refusal
+// through marked X-Broker-Retry: refreshed, so that the caller's own retry
+// meets the new token; a failed refresh answers as the broker's error instead.
 //
 // # Router configuration
 //
@@ -102,6 +105,12 @@ const (
 	DefaultNearExpiry = time.Minute
 	// HeaderUser selects the caller's user-level connection.
 	HeaderUser = "X-Broker-User"
+	// HeaderRetry on a vendor's refusal that the broker passed through (its
+	// body could not be replayed) tells the caller what the broker did about
+	// it. RetryRefreshed: the connection has a newer token now, so the
+	// caller's own retry is worth making.
+	HeaderRetry    = "X-Broker-Retry"
+	RetryRefreshed = "refreshed"
 	// maxUserIDLen bounds X-Broker-User; vendor and caller user ids are
 	// UUIDs, sys_ids, Atlassian account ids or e-mail addresses.
 	maxUserIDLen = 256
@@ -118,6 +127,11 @@ func (e constError) Error() string { return string(e) }
 // errRetry travels from ModifyResponse to the ErrorHandler: the vendor refused
 // the token, nothing has been written, and the request can be replayed.
 const errRetry = constError("vendor refused the token; retrying")
+
+// errRefreshFailed travels the same way when the request could not be
+// replayed and the refresh that ModifyResponse asked for failed: Handle
+// answers with the refresh's error (exchange.refreshErr).
+const errRefreshFailed = constError("vendor refused the token; refresh failed")
 
 // Proxy forwards vendor API calls. It is safe for concurrent use.
 type Proxy struct {
@@ -238,13 +252,15 @@ func validVendorName(s string) bool {
 // on the handler's goroutine, inside ServeHTTP.
 type exchange struct {
 	v          *vendor
+	key        broker.Key
 	access     broker.Access
 	target     *url.URL
-	replayable bool // the body is absent or buffered
-	retrying   bool // the second attempt: never ask for a third
-	wantRetry  bool // set by the ErrorHandler on errRetry
-	brokerErr  bool // the answer is the broker's own error
-	clientGone bool // the caller went away before an answer was written
+	replayable bool  // the body is absent or buffered
+	retrying   bool  // the second attempt: never ask for a third
+	wantRetry  bool  // set by the ErrorHandler on errRetry
+	brokerErr  bool  // the answer is the broker's own error
+	clientGone bool  // the caller went away before an answer was written
+	refreshErr error // the refresh after a refusal that could not be retried
 }
 
 type exchangeKey struct{}
@@ -336,8 +352,12 @@ func (p *Proxy) Handle(c *gin.Context) {
 	if body != nil {
 		out.Body, out.GetBody = body.reader(), body.getBody
 	}
-	x.access, x.target = acc, target
+	x.key, x.access, x.target = key, acc, target
 	p.rp.ServeHTTP(c.Writer, out)
+	if x.refreshErr != nil {
+		p.tokenFailure(c, x, x.refreshErr)
+		return
+	}
 	if !x.wantRetry {
 		return
 	}
@@ -475,7 +495,8 @@ func headerHasPrefix(k, lower string) bool {
 
 // modifyResponse removes the vendor's cookies (a session at the vendor
 // belongs to the broker's token, not to the caller) and turns a refused token
-// into errRetry when the request can be replayed.
+// into errRetry when the request can be replayed, or into a refresh and a
+// marked pass-through when it cannot.
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	delete(res.Header, "Set-Cookie")
 	delete(res.Header, "Set-Cookie2")
@@ -485,14 +506,39 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	}
 	if !x.replayable {
 		x.v.m.notReplayable.Inc()
-		return nil
+		return p.refreshWithoutRetry(res, x)
 	}
+	drain(res)
+	return errRetry
+}
+
+// refreshWithoutRetry refreshes after a refusal of a request that cannot be
+// sent again. Without it the caller's own retry would meet the same dead
+// token: DESIGN.md wants the refresh whether or not the broker can retry.
+// It runs before the refusal's headers are written, so that the header can
+// say the refresh happened, and the caller's retry, which may come at once,
+// finds the new token.
+func (p *Proxy) refreshWithoutRetry(res *http.Response, x *exchange) error {
+	ctx := res.Request.Context()
+	if ctx.Err() != nil {
+		return nil // nobody is left to retry; ReverseProxy notices the cancel
+	}
+	if _, err := p.tokens.Rejected(ctx, x.key, x.access.Token); err != nil {
+		x.v.m.refreshFailed.Inc()
+		x.refreshErr = err
+		drain(res)
+		return errRefreshFailed
+	}
+	res.Header[HeaderRetry] = []string{RetryRefreshed}
+	return nil
+}
+
+// drain reads a short answer that ReverseProxy is about to close to EOF,
+// so that its connection goes back to the pool for the next attempt.
+func drain(res *http.Response) {
 	if res.ContentLength >= 0 && res.ContentLength <= maxDrain {
-		// ReverseProxy closes the body next; read to EOF first so the
-		// connection goes back to the pool for the retry.
 		_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, maxDrain))
 	}
-	return errRetry
 }
 
 // refused reports whether an answer says the token has expired.
@@ -513,12 +559,16 @@ func (v *vendor) refused(status int, h http.Header, expiry, now time.Time) bool 
 }
 
 // errorHandler answers round-trip failures with vendor_unavailable. It writes
-// nothing for errRetry (Handle retries) or when the caller went away.
+// nothing for errRetry (Handle retries), errRefreshFailed (Handle answers) or
+// when the caller went away.
 func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	x := exchangeOf(r.Context())
-	if err == errRetry {
+	switch err {
+	case errRetry:
 		x.wantRetry = true
 		return
+	case errRefreshFailed:
+		return // Handle answers with x.refreshErr
 	}
 	why := classifyUpstream(r.Context(), err)
 	x.v.m.upstream[why].Inc()

@@ -262,6 +262,8 @@ func TestRetry(t *testing.T) {
 		wantCode     broker.Code
 		wantUpstream int
 		wantRejected int
+		// wantRetryHeader is X-Broker-Retry on the answer.
+		wantRetryHeader string
 	}{
 		{name: "401 then success", vendor: refusing(401, nil), method: "GET",
 			wantStatus: 200, wantBody: "ok 0 bytes", wantUpstream: 2, wantRejected: 1},
@@ -270,12 +272,22 @@ func TestRetry(t *testing.T) {
 			wantStatus: 200, wantBody: "ok 1000 bytes", wantUpstream: 2, wantRejected: 1},
 		{name: "401 twice is no loop", vendor: always401, method: "GET",
 			wantStatus: 401, wantBody: "no", wantUpstream: 2, wantRejected: 1},
-		{name: "body above MaxReplayBody is not retried", vendor: refusing(401, nil), method: "POST",
+		{name: "body above MaxReplayBody is not retried but refreshed", vendor: refusing(401, nil), method: "POST",
 			body:       func() io.Reader { return strings.NewReader(big) },
-			wantStatus: 401, wantBody: `{"error":{"message":"User Not Authenticated"}}`, wantUpstream: 1},
-		{name: "unknown-length body is not retried", vendor: refusing(401, nil), method: "POST",
+			wantStatus: 401, wantBody: `{"error":{"message":"User Not Authenticated"}}`, wantUpstream: 1, wantRejected: 1,
+			wantRetryHeader: RetryRefreshed},
+		{name: "unknown-length body is not retried but refreshed", vendor: refusing(401, nil), method: "POST",
 			body:       func() io.Reader { return io.MultiReader(strings.NewReader(small)) },
-			wantStatus: 401, wantBody: `{"error":{"message":"User Not Authenticated"}}`, wantUpstream: 1},
+			wantStatus: 401, wantBody: `{"error":{"message":"User Not Authenticated"}}`, wantUpstream: 1, wantRejected: 1,
+			wantRetryHeader: RetryRefreshed},
+		{name: "atlassian 404 after expiry on a streamed body is refreshed", vendor: refusing(404, nil), vendorKey: "confluence",
+			expiresIn: -time.Second, method: "POST", body: func() io.Reader { return strings.NewReader(big) },
+			wantStatus: 404, wantBody: `{"error":{"message":"User Not Authenticated"}}`, wantUpstream: 1, wantRejected: 1,
+			wantRetryHeader: RetryRefreshed},
+		{name: "streamed body whose refresh says reconnect", vendor: refusing(401, nil), method: "POST",
+			body:       func() io.Reader { return strings.NewReader(big) },
+			rejectErr:  &broker.Error{Code: broker.CodeReconnectRequired, Message: "refresh token expired"},
+			wantStatus: 424, wantCode: broker.CodeReconnectRequired, wantUpstream: 1, wantRejected: 1},
 		{name: "atlassian 403 near expiry", vendor: refusing(403, nil), vendorKey: "confluence", expiresIn: 30 * time.Second, method: "GET",
 			wantStatus: 200, wantBody: "ok 0 bytes", wantUpstream: 2, wantRejected: 1},
 		{name: "atlassian 403 exactly at the near-expiry bound", vendor: refusing(403, nil), vendorKey: "confluence", expiresIn: time.Minute, method: "GET",
@@ -327,6 +339,9 @@ func TestRetry(t *testing.T) {
 					t.Errorf("vendor answer marked as broker error")
 				}
 			}
+			if got := res.Header.Get(HeaderRetry); got != tt.wantRetryHeader {
+				t.Errorf("%s = %q, want %q", HeaderRetry, got, tt.wantRetryHeader)
+			}
 			reqs := vendor.requests()
 			if len(reqs) != tt.wantUpstream {
 				t.Errorf("vendor got %d requests, want %d", len(reqs), tt.wantUpstream)
@@ -352,5 +367,38 @@ func TestRetry(t *testing.T) {
 				t.Errorf("retry used %q", reqs[1].Header.Get("Authorization"))
 			}
 		})
+	}
+}
+
+// TestNonReplayable401LeftTheTokenStale: a vendor 401 on a body that cannot
+// be replayed (a large upload) was passed through without a refresh, so the
+// caller's own retry met the same dead token. Now the 401 costs exactly one
+// refresh, says so in X-Broker-Retry, and the caller's next try succeeds.
+func TestNonReplayable401LeftTheTokenStale(t *testing.T) {
+	vendor := newVendor(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+freshToken {
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"error":{"message":"User Not Authenticated"}}`)
+			return
+		}
+		fmt.Fprintf(w, "stored %d bytes", r.ContentLength)
+	})
+	h := newHarness(t, vendor, nil)
+	upload := strings.Repeat("u", 100<<10) // above the harness's 64 KiB MaxReplayBody
+
+	res := h.do(t, http.MethodPost, "/proxy/servicenow/api/now/attachment/file", strings.NewReader(upload), nil)
+	if body := readAll(t, res.Body); res.StatusCode != http.StatusUnauthorized || res.Header.Get(HeaderRetry) != RetryRefreshed {
+		t.Fatalf("first try: %d %s=%q %s, want the vendor's 401 with %s: %s",
+			res.StatusCode, HeaderRetry, res.Header.Get(HeaderRetry), body, HeaderRetry, RetryRefreshed)
+	}
+	res = h.do(t, http.MethodPost, "/proxy/servicenow/api/now/attachment/file", strings.NewReader(upload), nil)
+	if body := readAll(t, res.Body); res.StatusCode != http.StatusOK || body != fmt.Sprintf("stored %d bytes", len(upload)) {
+		t.Fatalf("the caller's retry: %d %q", res.StatusCode, body)
+	}
+	if got := h.tokens.rejectedTokens(); len(got) != 1 || got[0] != oldToken {
+		t.Errorf("Rejected calls = %q, want exactly one, for the refused token", got)
+	}
+	if n := len(vendor.requests()); n != 2 {
+		t.Errorf("vendor got %d requests, want 2 (the refused one and the caller's retry)", n)
 	}
 }
