@@ -24,6 +24,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/console"
+	"github.com/tokenbroker/tokenbroker/egress"
 	"github.com/tokenbroker/tokenbroker/httpapi"
 	"github.com/tokenbroker/tokenbroker/proxy"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
@@ -40,6 +41,9 @@ type Options struct {
 	Version string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Resolver resolves vendor host names; nil is the system's. Tests pass
+	// one that answers like a rebinding DNS server.
+	Resolver *net.Resolver
 }
 
 // App is one running broker.
@@ -104,9 +108,15 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		}
 		return 1
 	}))
+	// One egress dialer for every vendor call (token, identity, revoke,
+	// proxy): it refuses non-public addresses after DNS resolution.
+	dial := egress.New(egress.Options{
+		AllowPrivate: cfg.AllowInsecureVendorURLs, Resolver: o.Resolver,
+		Timeout: vendorDialTimeout, KeepAlive: 30 * time.Second,
+	})
 	// The one client for every call to a vendor other than the proxy's:
 	// token endpoints, identity and revoke. It never follows redirects.
-	vendorClient := vendorhttp.NoRedirects(&http.Client{Timeout: cfg.VendorTimeout, Transport: vendorTransport()})
+	vendorClient := vendorhttp.NoRedirects(&http.Client{Timeout: cfg.VendorTimeout, Transport: vendorTransport(dial.DialContext)})
 	vendors, err := buildVendors(cfg, vendorClient)
 	if err != nil {
 		return nil, err
@@ -152,7 +162,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		maxReplay = proxy.NeverReplay
 	}
 	px, err := proxy.New(proxy.Options{
-		Tokens: a.broker, Caller: accountOf, Vendors: policies,
+		Tokens: a.broker, Caller: accountOf, Vendors: policies, Dial: dial.DialContext,
 		MaxReplayBody: maxReplay, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
@@ -224,12 +234,18 @@ func buildVendors(cfg *config.Config, hc *http.Client) ([]broker.Vendor, error) 
 	return []broker.Vendor{sn, cf}, nil
 }
 
+// vendorDialTimeout is the proxy's connect timeout (proxy/transport.go says
+// why 5 s), used for every vendor dial.
+const vendorDialTimeout = 5 * time.Second
+
 // vendorTransport is used for token-endpoint and identity calls, which are
-// few; the proxy has its own tuned transport.
-func vendorTransport() *http.Transport {
+// few; the proxy has its own tuned transport. Both dial through dial.
+func vendorTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	// Egress proxies come from HTTPS_PROXY/NO_PROXY, as for the proxy's own
 	// transport: that is how operators route outbound traffic.
-	return http.DefaultTransport.(*http.Transport).Clone()
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = dial
+	return t
 }
 
 func callerOf(c *gin.Context) (broker.Caller, bool) {

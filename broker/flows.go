@@ -215,6 +215,9 @@ func (b *Broker) Callback(ctx context.Context, vendorName string, r CallbackRequ
 	if err != nil {
 		return res, err
 	}
+	if err := checkInstance(v, st.Instance); err != nil {
+		return res, newError(CodeInvalidInstance, err, "the instance is no longer in the allowed hosts")
+	}
 	cfg := v.OAuthConfig(st.Instance, client, b.callbackURL(v.Name()))
 	if cfg.Endpoint.TokenURL != st.TokenURL {
 		// Mix-up defence: a code is redeemed only where its state says.

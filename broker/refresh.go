@@ -106,6 +106,11 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	if cur.Tokens.RefreshToken == "" {
 		return b.fail(ctx, v, cur, ClassClientConfig, errors.New("no refresh token was granted (offline access missing)"), 0)
 	}
+	if err := checkInstance(v, cur.Instance); err != nil {
+		// The client secret goes only to allowlisted hosts; an instance
+		// dropped from the allowlist is a configuration problem, not a dead grant.
+		return b.fail(ctx, v, cur, ClassClientConfig, err, 0)
+	}
 
 	tok, err := b.callTokenEndpoint(ctx, v, cur, client)
 	if err == nil {

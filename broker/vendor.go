@@ -76,6 +76,24 @@ type Vendor interface {
 	KeepAliveInterval() time.Duration
 }
 
+// InstanceChecker is implemented by vendors whose token endpoint lives on
+// the customer's instance (ServiceNow): CheckInstance re-checks a stored or
+// state-carried instance against the current allowlist before a client
+// secret or a code is sent to it, since the allowlist may have shrunk since
+// the connection was made. Vendors with a fixed token endpoint need not
+// implement it.
+type InstanceChecker interface {
+	CheckInstance(inst Instance) error
+}
+
+// checkInstance applies v's InstanceChecker, if it has one.
+func checkInstance(v Vendor, inst Instance) error {
+	if ic, ok := v.(InstanceChecker); ok {
+		return ic.CheckInstance(inst)
+	}
+	return nil
+}
+
 // HTTPClientContext returns ctx carrying hc for x/oauth2 calls, made to
 // refuse redirects whatever hc's policy: a token endpoint answers in place,
 // and following a 307/308 would re-post the client secret, code, verifier or

@@ -130,7 +130,7 @@ var settings = []setting{
 		Description: "time limit of each call the broker makes to a vendor on its own behalf (token, identity, revoke)",
 		field:       func(c *Config) any { return &c.VendorTimeout }},
 	{Env: "BROKER_ALLOW_INSECURE_VENDOR_URLS", Default: "false",
-		Description: "permit `http://` and loopback vendor URLs and host patterns (tests, simulator, demo only)",
+		Description: "permit `http://` and loopback vendor URLs and host patterns, and vendor calls to loopback, private, link-local and metadata addresses, which are otherwise refused at dial time (tests, simulator, demo only)",
 		field:       func(c *Config) any { return &c.AllowInsecureVendorURLs }},
 	{Env: "BROKER_REFRESH_MARGIN", Default: "5m",
 		Description: "refresh access tokens this long before they expire",

@@ -121,7 +121,7 @@ func TestClassifyUpstream(t *testing.T) {
 	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the failed handshake is the point
 	tlsSrv.StartTLS()
 	defer tlsSrv.Close()
-	tr := newTransport()
+	tr := newTransport(nil)
 	defer tr.CloseIdleConnections()
 	for url, want := range map[string]reason{
 		closed.URL: reasonConnection,

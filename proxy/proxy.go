@@ -36,6 +36,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -83,6 +84,9 @@ type Options struct {
 	Vendors map[string]VendorPolicy
 	// Transport defaults to a Transport tuned for a few vendor hosts.
 	Transport http.RoundTripper
+	// Dial is that default Transport's DialContext (the broker's egress
+	// check); nil dials anything.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// MaxReplayBody: bodies up to this are buffered so a retry can replay
 	// them; larger or unknown-length bodies are streamed and not retried.
 	// 0 means DefaultMaxReplayBody; NeverReplay (any negative value) means
@@ -208,7 +212,7 @@ func New(o Options) (*Proxy, error) {
 	}
 	transport := o.Transport
 	if transport == nil {
-		transport = newTransport()
+		transport = newTransport(o.Dial)
 	}
 	p.rp = &httputil.ReverseProxy{
 		// Rewrite, not Director: ReverseProxy strips the caller's Forwarded and

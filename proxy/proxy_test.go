@@ -159,7 +159,7 @@ func TestBrokerErrors(t *testing.T) {
 			h.tokens.set(broker.Key{Account: account, Vendor: "servicenow"}, a)
 		}, status: 502, code: broker.CodeVendorUnavailable},
 		{name: "vendor timeout", path: "/proxy/servicenow/slow", tune: func(o *Options) {
-			tr := newTransport()
+			tr := newTransport(nil)
 			tr.ResponseHeaderTimeout = 50 * time.Millisecond
 			o.Transport = tr
 		}, status: 504, code: broker.CodeVendorUnavailable},

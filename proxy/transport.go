@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -32,8 +33,10 @@ func (b *bufferPool) Put(buf []byte) {
 }
 
 // newTransport is the one Transport of the proxy. The idle-pool figures come
-// from transport_measure_test.go (2 CPUs, TLS vendor on loopback).
-func newTransport() *http.Transport {
+// from transport_measure_test.go (2 CPUs, TLS vendor on loopback). dial,
+// when set, replaces the dialer's DialContext (the egress check wraps a
+// dialer with these same timeouts).
+func newTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	dialer := &net.Dialer{
 		// Vendors are SaaS endpoints on the internet: a connect takes tens of ms.
 		// 5 s leaves room for two lost SYNs (retransmits at 1 s and 3 s) and
@@ -43,11 +46,14 @@ func newTransport() *http.Transport {
 		// cloud load balancer) before a request is put on it.
 		KeepAlive: 30 * time.Second,
 	}
+	if dial == nil {
+		dial = dialer.DialContext
+	}
 	return &http.Transport{
 		// Egress proxies are common where a broker runs (corporate clusters);
 		// operators expect HTTPS_PROXY and NO_PROXY to be honoured.
 		Proxy:       http.ProxyFromEnvironment,
-		DialContext: dialer.DialContext,
+		DialContext: dial,
 		// api.atlassian.com speaks HTTP/2: one connection then carries every
 		// Confluence tenant's traffic. A custom DialContext disables HTTP/2
 		// unless asked for.

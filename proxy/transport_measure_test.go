@@ -52,7 +52,7 @@ func TestMeasureIdlePool(t *testing.T) {
 	vendor.StartTLS()
 	defer vendor.Close()
 	for _, idle := range []int{2, 8, 16, 32, 64, 128} {
-		tr := newTransport()
+		tr := newTransport(nil)
 		tr.TLSClientConfig = &tls.Config{RootCAs: vendor.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
 		tr.MaxIdleConnsPerHost = idle
 		vs := &vendorServer{Server: vendor}

@@ -285,6 +285,13 @@ func (v *Vendor) revoke(ctx context.Context, base, token string, client broker.C
 	return nil
 }
 
+// CheckInstance is broker.InstanceChecker: the client secret (the broker's
+// default one above all) is only ever sent to hosts of the allowed patterns.
+func (v *Vendor) CheckInstance(inst broker.Instance) error {
+	_, err := v.instanceBase(inst)
+	return err
+}
+
 // instanceBase re-checks a stored or state-carried instance against the
 // current allowlist before a bearer token or client secret is sent to it:
 // the allowlist may have shrunk since the connection was made.
