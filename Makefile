@@ -68,8 +68,23 @@ chart-check:
 # --- bench: whole-system figures on the production store (Vault and Redis
 # started by the benchmark itself), side by side with direct vendor calls.
 # Results and how to read them: docs/benchmarks.md.
-.PHONY: bench
-bench:
+.PHONY: bench bench-proxy bench-proxy-short
+# Side by side on one machine in one run: the upstream direct, nginx, a bare
+# httputil.ReverseProxy and the broker's /proxy, in alternating wrk rounds;
+# then allocations per request, CPU per 1,000 req/s and RSS (docs/benchmarks.md).
+# Needs wrk and nginx-light (Debian), installed here when absent and root.
+bench-proxy: build
+	@scripts/ensure-bench-tools.sh
+	@mkdir -p artifacts
+	$(GO) run ./internal/benchtest/proxybench -broker bin/broker -mode all $(BENCH_PROXY_FLAGS) > artifacts/bench-proxy.txt
+	@cat artifacts/bench-proxy.txt
+
+# One short round of both modes: shows the harness works (CI); asserts no speed.
+bench-proxy-short: build
+	@scripts/ensure-bench-tools.sh
+	$(GO) run ./internal/benchtest/proxybench -broker bin/broker -short
+
+bench: bench-proxy
 	@mkdir -p artifacts
 	TOKENBROKER_TEST_STORE=production TOKENBROKER_VAULT_BIN=$${TOKENBROKER_VAULT_BIN:-$$(scripts/ensure-vault.sh)} \
 	  $(GO) test -run '^$$' -bench . -benchmem -benchtime 3000x -count 3 ./internal/benchtest | tee artifacts/bench.txt

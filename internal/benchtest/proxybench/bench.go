@@ -1,0 +1,381 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+type options struct {
+	broker, mode, logLevel string
+	rounds, conns, threads int
+	body                   int
+	duration               time.Duration
+	short                  bool
+}
+
+// target is one server under load. pids are the processes whose CPU it
+// uses; stats, when set, serves go_memstats_mallocs_total.
+type target struct {
+	name, url, auth string
+	pids            func() []int
+	stats           string
+}
+
+const apiPath = "/api/now/table/incident"
+
+func bench(ctx context.Context, o options, out io.Writer) error {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk is not installed (Debian: apt-get install wrk)")
+	}
+	if _, err := exec.LookPath("nginx"); err != nil {
+		return errors.New("nginx is not installed (Debian: apt-get install nginx-light)")
+	}
+	// 1,000 connections need more descriptors than the usual soft limit of
+	// 1,024 in the broker (client and upstream side) and in wrk. Setting it
+	// here also keeps Go from restoring the lower limit in the children.
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+	dir, err := os.MkdirTemp("", "proxybench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	addrs, err := freeAddrs(7)
+	if err != nil {
+		return err
+	}
+	up, bareAddr, bareStats, ngx, api, metrics := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5]
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	var procs procs
+	defer procs.stop()
+
+	upstream, err := procs.start(ctx, self, nil, "upstream", "-addr", up, "-body", fmt.Sprint(o.body))
+	if err != nil {
+		return err
+	}
+	bare, err := procs.start(ctx, self, nil, "bare", "-addr", bareAddr, "-stats", bareStats, "-upstream", "http://"+up)
+	if err != nil {
+		return err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(nginxConf(dir, up, ngx)), 0o600); err != nil {
+		return err
+	}
+	nginx, err := procs.start(ctx, "nginx", nil, "-p", dir, "-e", "stderr", "-c", conf, "-g", "daemon off;")
+	if err != nil {
+		return err
+	}
+	secret := "proxybench-hs256-secret-0123456789abcdef"
+	env := append(os.Environ(),
+		"BROKER_LISTEN_ADDR="+api,
+		"BROKER_METRICS_ADDR="+metrics,
+		"BROKER_PUBLIC_URL=http://"+api,
+		"BROKER_AUTH_HS256_SECRET="+secret,
+		"BROKER_DATA_DIR="+filepath.Join(dir, "data"),
+		"BROKER_ALLOW_INSECURE_VENDOR_URLS=true",
+		"BROKER_SERVICENOW_CLIENT_ID=bench-client",
+		"BROKER_SERVICENOW_CLIENT_SECRET=bench-secret",
+		"BROKER_SERVICENOW_ALLOWED_HOSTS="+up,
+		"BROKER_CONFLUENCE_CLIENT_ID=bench-atl",
+		"BROKER_CONFLUENCE_CLIENT_SECRET=bench-atl-secret",
+		"BROKER_CONFLUENCE_AUTH_URL=http://"+up,
+		"BROKER_CONFLUENCE_API_URL=http://"+up,
+		"BROKER_LOG_LEVEL="+o.logLevel,
+	)
+	// The request log goes to a file, as a log shipper would read it.
+	logFile, err := os.Create(filepath.Join(dir, "broker.log"))
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	broker, err := procs.startLogged(ctx, logFile, o.broker, env)
+	if err != nil {
+		return err
+	}
+	for _, u := range []string{"http://" + up + "/", "http://" + bareAddr + "/", "http://" + ngx + "/", "http://" + metrics + "/readyz"} {
+		if err := waitOK(ctx, u); err != nil {
+			return err
+		}
+	}
+	brokerRSSIdle := rss(broker)
+	admin, err := mint(ctx, o.broker, env, "bench", "admin@bench", "admin")
+	if err != nil {
+		return err
+	}
+	caller, err := mint(ctx, o.broker, env, "bench", "svc-reports", "")
+	if err != nil {
+		return err
+	}
+	if err := connect(ctx, "http://"+api, admin, "http://"+up); err != nil {
+		return err
+	}
+	self1 := func(pid int) func() []int { return func() []int { return []int{pid} } }
+	targets := []target{
+		{name: "upstream direct", url: "http://" + up, auth: "Bearer static-token", pids: self1(upstream)},
+		{name: "nginx (keepalive, header injection)", url: "http://" + ngx, auth: "Bearer static-token",
+			pids: func() []int { return append([]int{nginx}, children(nginx)...) }},
+		{name: "bare httputil.ReverseProxy", url: "http://" + bareAddr, auth: "Bearer static-token",
+			pids: self1(bare), stats: "http://" + bareStats + "/"},
+		{name: "tokenbroker /proxy/servicenow", url: "http://" + api + "/proxy/servicenow", auth: "Bearer " + caller,
+			pids: self1(broker), stats: "http://" + metrics + "/metrics"},
+	}
+	for _, t := range targets {
+		if err := sanity(ctx, t); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "proxybench: %d round(s) x %s per target, wrk -t%d; %s; upstream answers %d bytes\n",
+		o.rounds, o.duration, o.threads, machine(), o.body)
+	if o.mode != "cost" {
+		if err := throughput(ctx, o, targets, out); err != nil {
+			return err
+		}
+	}
+	if o.mode != "throughput" {
+		if err := cost(ctx, o, targets, out, map[string]int64{targets[3].name: brokerRSSIdle}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// throughput runs every target once per round, in turn, and reports the
+// medians and their ratios to nginx and to the bare proxy.
+func throughput(ctx context.Context, o options, targets []target, out io.Writer) error {
+	res := make([][]wrkResult, len(targets))
+	for r := 0; r < o.rounds; r++ {
+		for i, t := range targets {
+			w, err := runWrk(ctx, t, o.threads, o.conns, o.duration, apiPath)
+			if err != nil {
+				return err
+			}
+			res[i] = append(res[i], w)
+		}
+	}
+	med := make([]wrkResult, len(targets))
+	for i := range targets {
+		med[i] = median(res[i])
+	}
+	fmt.Fprintf(out, "\nthroughput: %d connections, medians of %d round(s)\n", o.conns, o.rounds)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\treq/s\tp50\tp99\tvs nginx\tvs bare\tnon-2xx")
+	for i, t := range targets {
+		m := med[i]
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%d\n", t.name, m.rps, ms(m.p50), ms(m.p99),
+			m.rps/med[1].rps, m.rps/med[2].rps, m.errors)
+	}
+	return tw.Flush()
+}
+
+// cost reports, for the bare proxy and the broker, the objects allocated
+// per request and the CPU per 1,000 req/s with 1 KB answers over 16
+// connections, then the resident memory with 1,000 connections open.
+func cost(ctx context.Context, o options, targets []target, out io.Writer, idle map[string]int64) error {
+	fmt.Fprintf(out, "\ncost: 16 connections, 1 KB answers (allocations from go_memstats_mallocs_total; CPU from /proc)\n")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\treq/s\tallocs/req\tvCPU per 1k req/s\tRSS idle\tRSS 1000 conns")
+	for _, t := range targets[1:] {
+		m0, err := mallocs(ctx, t.stats)
+		if err != nil {
+			return err
+		}
+		c0, w0 := cpuSeconds(t.pids()), time.Now()
+		w, err := runWrk(ctx, t, 1, 16, o.duration, "/1k")
+		if err != nil {
+			return err
+		}
+		c1, wall := cpuSeconds(t.pids()), time.Since(w0).Seconds()
+		m1, err := mallocs(ctx, t.stats)
+		if err != nil {
+			return err
+		}
+		allocs := "-"
+		if t.stats != "" && w.requests > 0 {
+			allocs = fmt.Sprintf("%.1f", float64(m1-m0)/float64(w.requests))
+		}
+		vcpu := (c1 - c0) / wall
+		if _, err := runWrk(ctx, t, 2, 1000, 2*time.Second, "/1k"); err != nil {
+			return err
+		}
+		var rssLoaded int64
+		for _, pid := range t.pids() {
+			rssLoaded += rss(pid)
+		}
+		idleRSS := "-"
+		if v, ok := idle[t.name]; ok {
+			idleRSS = mb(v)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.3f\t%s\t%s\n", t.name, w.rps, allocs, vcpu/(w.rps/1000), idleRSS, mb(rssLoaded))
+	}
+	return tw.Flush()
+}
+
+func nginxConf(dir, upstream, listen string) string {
+	tmp := filepath.Join(dir, "tmp")
+	return fmt.Sprintf(`worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log stderr warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path %[2]s; proxy_temp_path %[2]s; fastcgi_temp_path %[2]s; uwsgi_temp_path %[2]s; scgi_temp_path %[2]s;
+  upstream up { server %[3]s; keepalive 256; }
+  server {
+    listen %[4]s;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer static-token";
+    }
+  }
+}
+`, dir, tmp, upstream, listen)
+}
+
+// connect makes the broker's ServiceNow connection through the real OAuth
+// URL and callback routes; the upstream's token endpoint accepts any code.
+func connect(ctx context.Context, api, admin, instance string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet,
+		api+"/v1/account/integrations/servicenow/oauth2/url?flow=app&instanceUrl="+url.QueryEscape(instance), nil)
+	req.Header.Set("Authorization", "Bearer "+admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var got struct{ URL string }
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("oauth2/url: %d %v", resp.StatusCode, err)
+	}
+	u, err := url.Parse(got.URL)
+	if err != nil {
+		return err
+	}
+	cb, _ := http.NewRequestWithContext(ctx, http.MethodGet, api+"/v1/account/integrations/servicenow/oauth2/callback?code=bench-code&state="+
+		url.QueryEscape(u.Query().Get("state")), nil)
+	// A flow bound to the browser that started it carries the cookie the
+	// OAuth URL answer set.
+	for _, c := range resp.Cookies() {
+		cb.AddCookie(c)
+	}
+	cresp, err := http.DefaultClient.Do(cb)
+	if err != nil {
+		return err
+	}
+	body, _ := io.ReadAll(cresp.Body)
+	cresp.Body.Close()
+	if cresp.StatusCode != http.StatusOK {
+		return fmt.Errorf("oauth2/callback: %d %s", cresp.StatusCode, body)
+	}
+	return nil
+}
+
+// sanity checks that a target answers the upstream's body, with the
+// injected token reaching the upstream.
+func sanity(ctx context.Context, t target) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.url+apiPath, nil)
+	req.Header.Set("Authorization", t.auth)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", t.name, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(body), `{"result"`) {
+		return fmt.Errorf("%s: sanity call answered %d %.200s", t.name, resp.StatusCode, body)
+	}
+	return nil
+}
+
+func mint(ctx context.Context, bin string, env []string, account, sub, roles string) (string, error) {
+	args := []string{"token", "--account", account, "--sub", sub}
+	if roles != "" {
+		args = append(args, "--roles", roles)
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	b, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("broker token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func waitOK(ctx context.Context, u string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("%s did not answer within 30s", u)
+}
+
+// freeAddrs finds n distinct free loopback ports, holding every probe
+// listener until all are chosen so that no two are the same.
+func freeAddrs(n int) ([]string, error) {
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().String())
+	}
+	return out, nil
+}
+
+func median(rs []wrkResult) wrkResult {
+	pick := func(f func(wrkResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	var errs int
+	for _, r := range rs {
+		errs += r.errors
+	}
+	return wrkResult{
+		rps:    pick(func(r wrkResult) float64 { return r.rps }),
+		p50:    time.Duration(pick(func(r wrkResult) float64 { return float64(r.p50) })),
+		p99:    time.Duration(pick(func(r wrkResult) float64 { return float64(r.p99) })),
+		errors: errs,
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
+func mb(b int64) string         { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }

@@ -1,0 +1,75 @@
+// Command proxybench measures tokenbroker's proxy side by side with the
+// references it is judged against, in one run on one machine: the upstream
+// called directly, nginx with upstream keep-alive injecting a static header,
+// a bare httputil.ReverseProxy with a tuned transport and a buffer pool, and
+// the broker itself (JWT verification, routing, token lookup, header
+// filtering, metrics and the default request log all on), connected to the
+// same upstream through the real OAuth callback.
+//
+// Every server is its own process, so that CPU and allocation figures belong
+// to one program each; wrk drives them in alternating rounds so that a drift
+// of the machine's speed hits every target alike. Only ratios measured in
+// one run mean anything on a shared machine.
+//
+//	go run ./internal/benchtest/proxybench -broker bin/broker            # throughput: req/s, p50, p99, ratios
+//	go run ./internal/benchtest/proxybench -broker bin/broker -mode cost # allocations/request, CPU per 1,000 req/s, RSS
+//	go run ./internal/benchtest/proxybench -broker bin/broker -short     # one short round of both (CI: shows it works)
+//
+// It asserts nothing about speed: it prints figures (docs/benchmarks.md).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "proxybench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	// Child roles: the program re-executes itself so that the upstream and
+	// the bare proxy are processes of their own.
+	if len(args) > 0 {
+		switch args[0] {
+		case "upstream":
+			return serveUpstream(ctx, args[1:])
+		case "bare":
+			return serveBare(ctx, args[1:])
+		}
+	}
+	fs := flag.NewFlagSet("proxybench", flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.broker, "broker", "bin/broker", "broker binary")
+	fs.StringVar(&o.mode, "mode", "throughput", "throughput, cost or all")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each round runs every target once, in turn")
+	fs.DurationVar(&o.duration, "duration", 5e9, "wrk duration of one target in one round")
+	fs.IntVar(&o.conns, "c", 50, "wrk connections in throughput mode")
+	fs.IntVar(&o.threads, "t", 1, "wrk threads")
+	fs.IntVar(&o.body, "body", 256, "upstream answer size in bytes in throughput mode")
+	fs.BoolVar(&o.short, "short", false, "one round of one second, both modes (shows the harness works)")
+	fs.StringVar(&o.logLevel, "broker-log-level", "info", "BROKER_LOG_LEVEL of the broker (info: the default request log on)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if o.short {
+		o.rounds, o.duration, o.mode = 1, 1e9, "all"
+	}
+	switch o.mode {
+	case "throughput", "cost", "all":
+	default:
+		return errors.New("-mode must be throughput, cost or all")
+	}
+	return bench(ctx, o, out)
+}
