@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,7 @@ type App struct {
 	log      *slog.Logger
 	reg      *prometheus.Registry
 	store    broker.Store
+	health   func(context.Context) map[string]error // each backing store's reachability
 	broker   *broker.Broker
 	verifier *auth.Verifier
 	runner   *broker.Runner
@@ -59,7 +61,8 @@ type App struct {
 	routes       gin.RoutesInfo
 	api, ops     *http.Server
 	apiLn, opsLn net.Listener
-	ready        atomic.Bool
+	ready        atomic.Bool // started (cache loaded) and not draining
+	draining     atomic.Bool
 	serveErr     chan error
 }
 
@@ -97,6 +100,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		_ = raw.Close()
 		return nil, err
 	}
+	a.health = storeHealth(raw)
 	a.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenbroker_store_up",
 		Help: "1 when the stores answer (checked at scrape time), 0 when not.",
@@ -273,23 +277,65 @@ func (a *App) opsHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	// Readiness is "started, cache loaded, not draining" and nothing else: a
+	// store outage does not stop a replica from serving cached tokens, and
+	// failing readiness for it would take every replica (and, in sidecar
+	// mode, every application pod) out of service at once. Store health is
+	// tokenbroker_store_up, its alert, and the verbose answer here.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		if !a.ready.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: starting or shutting down\n"))
+		status := http.StatusOK
+		state := "ready"
+		switch {
+		case a.draining.Load():
+			status, state = http.StatusServiceUnavailable, "draining"
+		case !a.ready.Load():
+			status, state = http.StatusServiceUnavailable, "starting"
+		}
+		if _, verbose := r.URL.Query()["verbose"]; verbose {
+			ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+			defer cancel()
+			stores := map[string]string{}
+			for name, err := range a.health(ctx) {
+				stores[name] = "up"
+				if err != nil {
+					stores[name] = "down"
+					a.log.WarnContext(ctx, "store health check failed", "store", name, "err", err)
+				}
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Cache-Control", "no-store")
+			w.WriteHeader(status)
+			_ = json.NewEncoder(w).Encode(healthAnswer{Status: state, Stores: stores})
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if err := a.store.Ready(ctx); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: store unreachable\n"))
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(status)
+		if status != http.StatusOK {
+			_, _ = w.Write([]byte("not ready: " + state + "\n"))
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	return mux
+}
+
+// healthAnswer is GET /readyz?verbose: the readiness state ("starting",
+// "ready", "draining") and each backing store, "up" or "down". Errors stay in
+// the logs: they can name internal addresses.
+type healthAnswer struct {
+	Status string            `json:"status"`
+	Stores map[string]string `json:"stores"`
+}
+
+// storeHealth checks each backing store apart where the store can (Vault and
+// Redis in production), else the store as a whole under its kind's name.
+func storeHealth(s broker.Store) func(context.Context) map[string]error {
+	if h, ok := s.(interface {
+		Health(context.Context) map[string]error
+	}); ok {
+		return h.Health
+	}
+	return func(ctx context.Context) map[string]error { return map[string]error{"embedded": s.Ready(ctx)} }
 }
 
 // Start loads the connections into memory, starts the background refresher
@@ -344,6 +390,7 @@ func (a *App) Registry() *prometheus.Registry { return a.reg }
 // ends, stops the background work (refreshes in flight release their
 // leases) and closes the store.
 func (a *App) Shutdown(ctx context.Context) error {
+	a.draining.Store(true)
 	a.ready.Store(false)
 	if g := a.cfg.ShutdownGrace; g > 0 && a.apiLn != nil {
 		a.log.Info("readiness off; still serving during the grace period", "grace", g.String())

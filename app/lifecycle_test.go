@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,16 @@ tokenbroker_refreshes_total{result="transient",vendor="servicenow"} 0
 	}
 	if r := e.Do("GET", "http://"+e.App.MetricsAddr()+"/readyz", "", nil); r.Status != http.StatusOK {
 		t.Errorf("/readyz: %d", r.Status)
+	}
+	wantHealth := map[string]any{"status": "ready", "stores": map[string]any{"embedded": "up"}}
+	if e.Production {
+		wantHealth["stores"] = map[string]any{"vault": "up", "redis": "up"}
+	}
+	var health map[string]any
+	if r := e.Do("GET", "http://"+e.App.MetricsAddr()+"/readyz?verbose", "", nil); r.Status != http.StatusOK {
+		t.Errorf("/readyz?verbose: %d", r.Status)
+	} else if r.JSON(t, &health); !reflect.DeepEqual(health, wantHealth) {
+		t.Errorf("/readyz?verbose = %v, want %v", health, wantHealth)
 	}
 	if r := e.Do("GET", "http://"+e.App.MetricsAddr()+"/healthz", "", nil); r.Status != http.StatusOK {
 		t.Errorf("/healthz: %d", r.Status)

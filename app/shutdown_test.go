@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -105,9 +106,13 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
-	if r, err := http.Get(metricsURL + "/readyz"); err != nil || r.StatusCode != http.StatusServiceUnavailable {
+	if r, err := http.Get(metricsURL + "/readyz?verbose"); err != nil || r.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("readiness did not turn false at once after SIGTERM (%v)", err)
 	} else {
+		var h struct{ Status string }
+		if err := json.NewDecoder(r.Body).Decode(&h); err != nil || h.Status != "draining" {
+			t.Errorf("/readyz?verbose after SIGTERM: status %q (%v), want draining", h.Status, err)
+		}
 		r.Body.Close()
 	}
 	inFlight.Wait()

@@ -29,8 +29,8 @@ import (
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
-	"github.com/tokenbroker/tokenbroker/vendorsim"
 	"github.com/tokenbroker/tokenbroker/store/vaultstore"
+	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 // Fleet is N broker processes sharing one Redis, one Vault and one simulator.

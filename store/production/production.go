@@ -199,6 +199,15 @@ func (s *Store) Ready(ctx context.Context) error {
 	return errors.Join(s.Store.Ready(ctx), s.redis.Ready(ctx))
 }
 
+// Health checks Vault and Redis apart, at the same time (a paused Vault
+// must not delay Redis's answer), for the detailed health answer.
+func (s *Store) Health(ctx context.Context) map[string]error {
+	vault := make(chan error, 1)
+	go func() { vault <- s.Store.Ready(ctx) }()
+	redis := s.redis.Ready(ctx)
+	return map[string]error{"vault": <-vault, "redis": redis}
+}
+
 // Close stops the repair loop and closes both stores.
 func (s *Store) Close() error {
 	select {
