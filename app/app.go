@@ -132,7 +132,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	a.broker, err = broker.New(broker.Options{
 		Store: a.store, Vendors: vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
 		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, RefreshMargin: cfg.RefreshMargin,
-		VendorTimeout: cfg.VendorTimeout, Logger: log, Registerer: a.reg, Now: now,
+		VendorTimeout: cfg.VendorTimeout, ExpiryWarning: cfg.ExpiryWarning,
+		Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
 		return nil, err

@@ -36,6 +36,9 @@ type Options struct {
 	RefreshMargin time.Duration // default 5m
 	VendorTimeout time.Duration // default 30s: bounds every token-endpoint call
 	LeaseTTL      time.Duration // default VendorTimeout + 15s
+	// ExpiryWarning is how long before a refresh token's predicted end the
+	// status says expiringSoon; default DefaultExpiryWarning.
+	ExpiryWarning time.Duration
 	Logger        *slog.Logger
 	Registerer    prometheus.Registerer
 	Now           func() time.Time
@@ -56,23 +59,24 @@ func (o *Options) validate() error {
 
 // Broker is the core: it owns the flows and the refresh operation.
 type Broker struct {
-	store      Store
-	vendors    map[string]Vendor
-	order      []Vendor
-	publicURL  *url.URL
-	returnURLs []*url.URL
-	hc         *http.Client
-	stateTTL   time.Duration
-	margin     time.Duration
-	vendorTO   time.Duration
-	leaseTTL   time.Duration
-	log        *slog.Logger
-	now        func() time.Time
-	metrics    *metrics
-	refreshes  singleflight.Group
-	cache      *cache
-	sched      *schedule
-	pending    *pending
+	store         Store
+	vendors       map[string]Vendor
+	order         []Vendor
+	publicURL     *url.URL
+	returnURLs    []*url.URL
+	hc            *http.Client
+	stateTTL      time.Duration
+	margin        time.Duration
+	vendorTO      time.Duration
+	leaseTTL      time.Duration
+	expiryWarning time.Duration
+	log           *slog.Logger
+	now           func() time.Time
+	metrics       *metrics
+	refreshes     singleflight.Group
+	cache         *cache
+	sched         *schedule
+	pending       *pending
 
 	clientsMu sync.Mutex
 	clients   map[Key]ClientCredentials // last client read per account and vendor
@@ -88,22 +92,23 @@ func New(o Options) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		store:     o.Store,
-		vendors:   make(map[string]Vendor, len(o.Vendors)),
-		order:     o.Vendors,
-		publicURL: o.PublicURL,
-		hc:        o.HTTPClient,
-		stateTTL:  o.StateTTL,
-		margin:    o.RefreshMargin,
-		vendorTO:  o.VendorTimeout,
-		leaseTTL:  o.LeaseTTL,
-		log:       o.Logger,
-		now:       o.Now,
-		cache:     newCache(),
-		sched:     newSchedule(),
-		pending:   newPending(),
-		misses:    make(map[Key]time.Time),
-		clients:   make(map[Key]ClientCredentials),
+		store:         o.Store,
+		vendors:       make(map[string]Vendor, len(o.Vendors)),
+		order:         o.Vendors,
+		publicURL:     o.PublicURL,
+		hc:            o.HTTPClient,
+		stateTTL:      o.StateTTL,
+		margin:        o.RefreshMargin,
+		vendorTO:      o.VendorTimeout,
+		leaseTTL:      o.LeaseTTL,
+		expiryWarning: o.ExpiryWarning,
+		log:           o.Logger,
+		now:           o.Now,
+		cache:         newCache(),
+		sched:         newSchedule(),
+		pending:       newPending(),
+		misses:        make(map[Key]time.Time),
+		clients:       make(map[Key]ClientCredentials),
 	}
 	for _, v := range o.Vendors {
 		if _, dup := b.vendors[v.Name()]; dup {
@@ -129,6 +134,9 @@ func New(o Options) (*Broker, error) {
 	}
 	if b.leaseTTL <= 0 {
 		b.leaseTTL = b.vendorTO + 15*time.Second
+	}
+	if b.expiryWarning <= 0 {
+		b.expiryWarning = DefaultExpiryWarning
 	}
 	if b.hc == nil {
 		b.hc = &http.Client{Timeout: b.vendorTO}

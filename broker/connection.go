@@ -113,6 +113,9 @@ type RefreshError struct {
 	At    time.Time  `json:"at"`
 	// Message is a short, secret-free description (vendor error code and status).
 	Message string `json:"message,omitempty"`
+	// Code is the vendor's OAuth error code, or http_<status>, timeout,
+	// unreachable: short and secret-free, for the status answer.
+	Code string `json:"code,omitempty"`
 	// Attempts counts consecutive failures of this class.
 	Attempts int `json:"attempts"`
 	// RetryAt is when the next attempt is allowed (transient backoff, Retry-After).

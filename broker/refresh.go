@@ -336,7 +336,7 @@ func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class Error
 		if cur.LastError != nil && cur.LastError.Class == class {
 			attempts = cur.LastError.Attempts + 1
 		}
-		next.LastError = &RefreshError{Class: class, At: now, Message: describe(cause), Attempts: attempts}
+		next.LastError = &RefreshError{Class: class, At: now, Message: describe(cause), Code: failureCode(class, cause), Attempts: attempts}
 		if class == ClassDead {
 			next.RefreshTokenExpired = true
 		} else {

@@ -30,6 +30,7 @@ type UserInfo struct {
 // ErrorInfo is the public view of the last refresh failure.
 type ErrorInfo struct {
 	Class   ErrorClass `json:"class"`
+	Code    string     `json:"code,omitempty"`
 	At      time.Time  `json:"at"`
 	Message string     `json:"message,omitempty"`
 }
@@ -42,14 +43,14 @@ type IntegrationStatus struct {
 	ConnectionDetails   *ConnectionDetails `json:"connectionDetails,omitempty"`
 	RefreshTokenExpired bool               `json:"refreshTokenExpired"`
 
-	Type                  IntegrationType `json:"type"`
-	Instance              *InstanceInfo   `json:"instance,omitempty"`
-	ConnectedUser         *UserInfo       `json:"connectedUser,omitempty"`
-	ConnectedAt           *time.Time      `json:"connectedAt,omitempty"`
-	UpdatedAt             *time.Time      `json:"updatedAt,omitempty"`
-	LastRefreshAt         *time.Time      `json:"lastRefreshAt,omitempty"`
-	RefreshTokenExpiresAt *time.Time      `json:"refreshTokenExpiresAt,omitempty"`
-	LastError             *ErrorInfo      `json:"lastError,omitempty"`
+	Type          IntegrationType `json:"type"`
+	Instance      *InstanceInfo   `json:"instance,omitempty"`
+	ConnectedUser *UserInfo       `json:"connectedUser,omitempty"`
+	ConnectedAt   *time.Time      `json:"connectedAt,omitempty"`
+	UpdatedAt     *time.Time      `json:"updatedAt,omitempty"`
+	LastRefreshAt *time.Time      `json:"lastRefreshAt,omitempty"`
+	// *HealthView is nil (its fields absent) when the vendor is not integrated.
+	*HealthView
 }
 
 // ParseType validates an integration type filter; "" means every type.
@@ -85,7 +86,7 @@ func (b *Broker) Status(ctx context.Context, account string, typ IntegrationType
 		}
 		st := IntegrationStatus{Vendor: v.Name(), Type: v.Type()}
 		if sum.App != nil {
-			fillAppStatus(&st, sum.App, v)
+			b.fillAppStatus(&st, sum.App, v)
 		}
 		details := ConnectionDetails{Total: sum.UsersTotal, Connected: sum.UsersConnected}
 		if includeUsers {
@@ -96,7 +97,7 @@ func (b *Broker) Status(ctx context.Context, account string, typ IntegrationType
 	return out, nil
 }
 
-func fillAppStatus(st *IntegrationStatus, c *Connection, v Vendor) {
+func (b *Broker) fillAppStatus(st *IntegrationStatus, c *Connection, v Vendor) {
 	st.Integrated = true
 	st.RefreshTokenExpired = c.RefreshTokenExpired
 	st.Instance = &InstanceInfo{URL: c.Instance.BaseURL, CloudID: c.Instance.CloudID, Name: c.Instance.Name}
@@ -104,10 +105,8 @@ func fillAppStatus(st *IntegrationStatus, c *Connection, v Vendor) {
 	st.ConnectedAt = timePtr(c.CreatedAt)
 	st.UpdatedAt = timePtr(c.UpdatedAt)
 	st.LastRefreshAt = timePtr(c.LastRefreshAt)
-	st.RefreshTokenExpiresAt = timePtr(v.RefreshTokenExpiry(c.Tokens))
-	if e := c.LastError; e != nil {
-		st.LastError = &ErrorInfo{Class: e.Class, At: e.At, Message: e.Message}
-	}
+	h := b.healthView(*c, v)
+	st.HealthView = &h
 }
 
 func timePtr(t time.Time) *time.Time {

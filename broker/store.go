@@ -107,6 +107,11 @@ type Summary struct {
 // secrets (production: counters and flags in Redis, rebuildable from Vault).
 type Indexer interface {
 	Summary(ctx context.Context, account, vendor string) (Summary, error)
+	// UserSummaries returns up to limit user-level connections of a vendor
+	// in an account whose user id sorts after the given one ("" for the
+	// first), in user id order, with their token strings blanked: the
+	// admin's users listing, a page at a time.
+	UserSummaries(ctx context.Context, account, vendor, after string, limit int) ([]Connection, error)
 }
 
 // Store is everything the core needs from storage. The embedded store (bbolt)

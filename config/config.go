@@ -60,6 +60,7 @@ type Config struct {
 	VendorTimeout           time.Duration
 	AllowInsecureVendorURLs bool
 	RefreshMargin           time.Duration
+	ExpiryWarning           time.Duration
 	ProxyMaxReplayBody      int64 // bytes
 
 	ServiceNowClientID             string

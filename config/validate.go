@@ -73,6 +73,9 @@ func (c *Config) Validate() error {
 	if err := checkPositive("BROKER_REFRESH_MARGIN", c.RefreshMargin); err != nil {
 		return err
 	}
+	if err := checkPositive("BROKER_EXPIRY_WARNING", c.ExpiryWarning); err != nil {
+		return err
+	}
 	if c.ProxyMaxReplayBody < 0 {
 		return fieldErrorf("BROKER_PROXY_MAX_REPLAY_BYTES", "must not be negative, got %d", c.ProxyMaxReplayBody)
 	}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -60,6 +61,28 @@ func (h *handlers) status(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, out)
+}
+
+func (h *handlers) users(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	limit := 0
+	if raw, ok := c.GetQuery("limit"); ok {
+		n, err := strconv.Atoi(raw)
+		if err != nil || n <= 0 {
+			abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, "limit must be a positive integer")
+			return
+		}
+		limit = n
+	}
+	page, err := h.b.UserStatuses(c.Request.Context(), who, c.Param("vendor"), c.Query("cursor"), limit)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
 }
 
 func (h *handlers) authURL(c *gin.Context) {

@@ -65,6 +65,7 @@ func New(o Options) (*gin.Engine, error) {
 	v1.GET("", h.status)
 	v1.GET("/:vendor/oauth2/url", h.authURL)
 	v1.DELETE("/:vendor", h.disconnect)
+	v1.GET("/:vendor/users", h.users)
 	v1.DELETE("/:vendor/users/:userId", h.deleteUser)
 	v1.GET("/:vendor/config", h.getConfig)
 	v1.PUT("/:vendor/config", h.putConfig)

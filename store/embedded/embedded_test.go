@@ -40,6 +40,13 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) broker.Store {
 		return open(t, embedded.Options{Dir: t.TempDir(), Key: newKey(t)})
 	})
+	storetest.RunUserSummaries(t, func(t *testing.T) storetest.UserIndex {
+		s := open(t, embedded.Options{Dir: t.TempDir(), Key: newKey(t)})
+		return storetest.UserIndex{Index: s, Put: func(ctx context.Context, c broker.Connection) error {
+			_, err := s.PutConnection(ctx, c)
+			return err
+		}}
+	})
 }
 
 var appKey = broker.Key{Account: "acme", Vendor: "servicenow"}

@@ -26,7 +26,7 @@ func operations() []string {
 	return []string{
 		"get_connection", "put_connection", "delete_connection", "list_connections", "all_connections",
 		"get_client", "put_client", "delete_client", "put_state", "take_state",
-		"acquire_lease", "publish", "subscribe", "summary", "ready",
+		"acquire_lease", "publish", "subscribe", "summary", "user_summaries", "ready",
 	}
 }
 
@@ -136,6 +136,11 @@ func (s *Store) Subscribe(ctx context.Context) (c <-chan broker.Change, err erro
 func (s *Store) Summary(ctx context.Context, account, vendor string) (sum broker.Summary, err error) {
 	defer func(t time.Time) { s.observe("summary", t, err) }(time.Now())
 	return s.Store.Summary(ctx, account, vendor)
+}
+
+func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string, limit int) (cs []broker.Connection, err error) {
+	defer func(t time.Time) { s.observe("user_summaries", t, err) }(time.Now())
+	return s.Store.UserSummaries(ctx, account, vendor, after, limit)
 }
 
 func (s *Store) Ready(ctx context.Context) (err error) {

@@ -194,6 +194,10 @@ func (s *Store) Summary(ctx context.Context, account, vendor string) (broker.Sum
 	return s.redis.Summary(ctx, account, vendor)
 }
 
+func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string, limit int) ([]broker.Connection, error) {
+	return s.redis.UserSummaries(ctx, account, vendor, after, limit)
+}
+
 // Ready reports both stores.
 func (s *Store) Ready(ctx context.Context) error {
 	return errors.Join(s.Store.Ready(ctx), s.redis.Ready(ctx))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -35,6 +36,16 @@ type indexRecord struct {
 
 // indexScanBatch is the SCAN COUNT hint and UNLINK pipeline size of IndexReset.
 const indexScanBatch = 1000
+
+// userKeys are the users listing's keys of account and vendor, in the same
+// hash slot as indexKeys: a sorted set of user ids (all scores 0, so
+// ZRANGE BYLEX pages in id order) and a hash of user id to the connection
+// without its token strings.
+func (s *Store) userKeys(account, vendor string) (order, recs string) {
+	app, _, _ := s.indexKeys(account, vendor)
+	base := strings.TrimSuffix(app, ":app")
+	return base + ":userorder", base + ":userrecs"
+}
 
 // indexKeys returns the app, users and flagged keys of account and vendor.
 // The parts are query-escaped (only letters, digits and -_.~+% remain) so
@@ -72,18 +83,19 @@ func (s *Store) IndexPut(ctx context.Context, c broker.Connection) error {
 		return fmt.Errorf("index put: %w", err)
 	}
 	app, users, flagged := s.indexKeys(c.Key.Account, c.Key.Vendor)
-	var err error
+	order, recs := s.userKeys(c.Key.Account, c.Key.Vendor)
+	c.Tokens.AccessToken, c.Tokens.RefreshToken = "", ""
+	b, err := json.Marshal(indexRecord{Version: c.Version, Connection: c})
+	if err != nil {
+		return fmt.Errorf("index put %s: %w", describe(c.Key), err)
+	}
 	if c.Key.UserID == "" {
-		c.Tokens.AccessToken, c.Tokens.RefreshToken = "", ""
-		var b []byte
-		b, err = json.Marshal(indexRecord{Version: c.Version, Connection: c})
-		if err != nil {
-			return fmt.Errorf("index put %s: %w", describe(c.Key), err)
-		}
 		err = s.client.Set(ctx, app, b, 0).Err()
 	} else {
 		_, err = s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.SAdd(ctx, users, c.Key.UserID)
+			p.ZAdd(ctx, order, goredis.Z{Member: c.Key.UserID})
+			p.HSet(ctx, recs, c.Key.UserID, b)
 			if c.RefreshTokenExpired {
 				p.SAdd(ctx, flagged, c.Key.UserID)
 			} else {
@@ -110,12 +122,15 @@ func (s *Store) IndexDelete(ctx context.Context, key broker.Key) error {
 		return fmt.Errorf("index delete: %w", err)
 	}
 	app, users, flagged := s.indexKeys(key.Account, key.Vendor)
+	order, recs := s.userKeys(key.Account, key.Vendor)
 	var err error
 	if key.UserID == "" {
 		err = s.client.Del(ctx, app).Err()
 	} else {
 		_, err = s.client.TxPipelined(ctx, func(p goredis.Pipeliner) error {
 			p.SRem(ctx, users, key.UserID)
+			p.ZRem(ctx, order, key.UserID)
+			p.HDel(ctx, recs, key.UserID)
 			p.SRem(ctx, flagged, key.UserID)
 			return nil
 		})
@@ -175,6 +190,50 @@ func (s *Store) Summary(ctx context.Context, account, vendor string) (broker.Sum
 	// flagged ⊆ users holds by construction; max guards a hand-edited index.
 	sum.UsersConnected = max(int(total-nflagged), 0)
 	return sum, nil
+}
+
+// UserSummaries pages through the user-level connections of a vendor in an
+// account in user id order: ZRANGE BYLEX for the page's ids, then HMGET for
+// their records, two round trips whatever the number of users.
+func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string, limit int) ([]broker.Connection, error) {
+	if s.isClosed() {
+		return nil, fmt.Errorf("user summaries: %w", ErrClosed)
+	}
+	if account == "" || vendor == "" || limit <= 0 {
+		return nil, errors.New("user summaries: account, vendor and a positive limit are required")
+	}
+	order, recs := s.userKeys(account, vendor)
+	start := "-"
+	if after != "" {
+		start = "(" + after
+	}
+	ids, err := s.client.ZRangeArgs(ctx, goredis.ZRangeArgs{
+		Key: order, Start: start, Stop: "+", ByLex: true, Count: int64(limit),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("user summaries %q/%q: %w", account, vendor, err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	vals, err := s.client.HMGet(ctx, recs, ids...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("user summaries %q/%q: %w", account, vendor, err)
+	}
+	out := make([]broker.Connection, 0, len(ids))
+	for i, v := range vals {
+		raw, ok := v.(string)
+		if !ok {
+			continue // deleted between the two reads
+		}
+		var rec indexRecord
+		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+			return nil, fmt.Errorf("user summaries %q/%q: malformed record of user %q", account, vendor, ids[i])
+		}
+		rec.Connection.Version = rec.Version
+		out = append(out, rec.Connection)
+	}
+	return out, nil
 }
 
 // IndexReset deletes every index key under the prefix (SCAN + UNLINK), for

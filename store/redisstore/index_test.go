@@ -260,6 +260,10 @@ func dumpRedis(t *testing.T, r *goredis.Client) map[string]string {
 			var m map[string]string
 			m, err = r.HGetAll(ctx, k).Result()
 			val = fmt.Sprint(m)
+		case "zset":
+			var m []string
+			m, err = r.ZRange(ctx, k, 0, -1).Result()
+			val = strings.Join(m, "\n")
 		default:
 			t.Fatalf("key %q has type %s, which this scan does not read", k, typ)
 		}

@@ -90,6 +90,10 @@ func TestConformance(t *testing.T) {
 		rs := open(t, addr, redisstore.Options{Prefix: prefix})
 		return combined{ConnectionStore: emb, ClientStore: emb, Store: rs}
 	})
+	storetest.RunUserSummaries(t, func(t *testing.T) storetest.UserIndex {
+		rs := open(t, addr, redisstore.Options{Prefix: "users" + strings.Repeat("x", int(n.Add(1)))})
+		return storetest.UserIndex{Index: rs, Put: rs.IndexPut}
+	})
 }
 
 func TestNewValidates(t *testing.T) {

@@ -718,3 +718,67 @@ func testNotifierFanOut(t *testing.T, s broker.Store) {
 		t.Errorf("remaining subscriber got %+v, want %+v", got, last)
 	}
 }
+
+// UserIndex is what the users-listing test needs: a way to record
+// connections (a store's PutConnection, or an index's IndexPut) and the
+// index that pages through them.
+type UserIndex struct {
+	Put   func(ctx context.Context, c broker.Connection) error
+	Index broker.Indexer
+}
+
+// RunUserSummaries checks Indexer.UserSummaries: user id order, pages that
+// neither skip nor repeat, token strings blanked, app-level and other
+// vendors' and accounts' connections left out.
+func RunUserSummaries(t *testing.T, newIndex func(t *testing.T) UserIndex) {
+	t.Run("UserSummaries", func(t *testing.T) {
+		t.Parallel()
+		ix := newIndex(t)
+		ctx := t.Context()
+		ids := []string{"u07", "u01", "u10", "u03", "u05", "u02", "u09", "u04", "u08", "u06"}
+		for i, id := range ids {
+			c := connection(broker.Key{Account: "acme", Vendor: "servicenow", UserID: id}, fmt.Sprint(i))
+			c.RefreshTokenExpired = id == "u03"
+			if err := ix.Put(ctx, c); err != nil {
+				t.Fatalf("put %s: %v", id, err)
+			}
+		}
+		for _, k := range []broker.Key{
+			{Account: "acme", Vendor: "servicenow"},
+			{Account: "acme", Vendor: "confluence", UserID: "u00"},
+			{Account: "globex", Vendor: "servicenow", UserID: "u00"},
+		} {
+			if err := ix.Put(ctx, connection(k, "other")); err != nil {
+				t.Fatalf("put %v: %v", k, err)
+			}
+		}
+		var got []string
+		after := ""
+		for pages := 0; ; pages++ {
+			page, err := ix.Index.UserSummaries(ctx, "acme", "servicenow", after, 3)
+			if err != nil {
+				t.Fatalf("UserSummaries(after %q): %v", after, err)
+			}
+			if pages > 5 || len(page) > 3 {
+				t.Fatalf("paging does not end or pages are too long: %d pages, last %d", pages, len(page))
+			}
+			for _, c := range page {
+				got = append(got, c.Key.UserID)
+				if c.Tokens.AccessToken != "" || c.Tokens.RefreshToken != "" {
+					t.Errorf("%s: token strings not blanked", c.Key.UserID)
+				}
+				if c.RefreshTokenExpired != (c.Key.UserID == "u03") || c.User.Name != "Ada" || c.LastError == nil {
+					t.Errorf("%s: record not kept: %+v", c.Key.UserID, c)
+				}
+			}
+			if len(page) < 3 {
+				break
+			}
+			after = page[len(page)-1].Key.UserID
+		}
+		want := []string{"u01", "u02", "u03", "u04", "u05", "u06", "u07", "u08", "u09", "u10"}
+		if !slices.Equal(got, want) {
+			t.Errorf("pages = %v, want %v", got, want)
+		}
+	})
+}
