@@ -92,7 +92,12 @@ type Options struct {
 	// 0 means DefaultMaxReplayBody; NeverReplay (any negative value) means
 	// bodies are never buffered (body-less requests are still retried).
 	MaxReplayBody int64
-	Logger        *slog.Logger
+	// PublicURL is BROKER_PUBLIC_URL. Absolute URLs of a connection's base in
+	// Link, Location and Content-Location answers are rewritten to the
+	// broker: to this URL for callers that reached the broker by its host,
+	// to the scheme and host they used otherwise. Optional.
+	PublicURL *url.URL
+	Logger    *slog.Logger
 	// Registerer receives the proxy's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -145,8 +150,11 @@ type Proxy struct {
 	rp        *httputil.ReverseProxy
 	pool      *bufferPool
 	maxReplay int64
-	log       *slog.Logger
-	now       func() time.Time
+	public    *url.URL
+	// publicOrigin is public as a string without a trailing "/", made once.
+	publicOrigin string
+	log          *slog.Logger
+	now          func() time.Time
 }
 
 type vendor struct {
@@ -175,12 +183,17 @@ func New(o Options) (*Proxy, error) {
 		vendors:   make(map[string]*vendor, len(o.Vendors)),
 		pool:      newBufferPool(),
 		maxReplay: o.MaxReplayBody,
+		public:    o.PublicURL,
 		log:       o.Logger,
 		now:       o.Now,
 	}
 	if p.maxReplay == 0 {
 		p.maxReplay = DefaultMaxReplayBody
 	}
+	if u := p.public; u != nil && (u.Host == "" || (u.Scheme != "http" && u.Scheme != "https")) {
+		return nil, errors.New("proxy: Options.PublicURL must be an absolute http(s) URL")
+	}
+	p.publicOrigin = publicOrigin(p.public)
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -257,6 +270,8 @@ func validVendorName(s string) bool {
 type exchange struct {
 	v          *vendor
 	key        broker.Key
+	in         *http.Request // the caller's request
+	mount      string        // its escaped path up to the vendor segment: "/proxy/servicenow"
 	access     broker.Access
 	target     *url.URL
 	replayable bool  // the body is absent or buffered
@@ -306,11 +321,13 @@ func (p *Proxy) Handle(c *gin.Context) {
 		p.fail(c, x, http.StatusMethodNotAllowed, broker.CodeInvalidRequest, "method not allowed")
 		return
 	}
-	esc, err := callerPath(c.FullPath(), r.URL.EscapedPath(), v.name)
+	full := r.URL.EscapedPath()
+	esc, err := callerPath(c.FullPath(), full, v.name)
 	if err != nil {
 		p.refuse(c, x, err)
 		return
 	}
+	x.in, x.mount = r, strings.TrimSuffix(full, esc)
 	// Refuse a bad path before asking for a token; targetURL checks again
 	// because it is the function that must never be wrong on its own.
 	if err := checkPath(esc); err != nil {
@@ -498,22 +515,29 @@ func headerHasPrefix(k, lower string) bool {
 }
 
 // modifyResponse removes the vendor's cookies (a session at the vendor
-// belongs to the broker's token, not to the caller) and turns a refused token
+// belongs to the broker's token, not to the caller), turns a refused token
 // into errRetry when the request can be replayed, or into a refresh and a
-// marked pass-through when it cannot.
+// marked pass-through when it cannot, and points the vendor's links at the
+// broker.
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	delete(res.Header, "Set-Cookie")
 	delete(res.Header, "Set-Cookie2")
 	x := exchangeOf(res.Request.Context())
-	if x == nil || x.retrying || !x.v.refused(res.StatusCode, res.Header, x.access.Expiry, p.now()) {
+	if x == nil {
 		return nil
 	}
-	if !x.replayable {
+	if !x.retrying && x.v.refused(res.StatusCode, res.Header, x.access.Expiry, p.now()) {
+		if x.replayable {
+			drain(res)
+			return errRetry
+		}
 		x.v.m.notReplayable.Inc()
-		return p.refreshWithoutRetry(res, x)
+		if err := p.refreshWithoutRetry(res, x); err != nil {
+			return err
+		}
 	}
-	drain(res)
-	return errRetry
+	p.rewriteLinks(res.Header, x)
+	return nil
 }
 
 // refreshWithoutRetry refreshes after a refusal of a request that cannot be
