@@ -39,9 +39,14 @@ type Options struct {
 	// ExpiryWarning is how long before a refresh token's predicted end the
 	// status says expiringSoon; default DefaultExpiryWarning.
 	ExpiryWarning time.Duration
-	Logger        *slog.Logger
-	Registerer    prometheus.Registerer
-	Now           func() time.Time
+	// Events receives connection events (nil: none are emitted).
+	Events EventSink
+	// ExpirySweep is how often connections are checked for a refresh
+	// token entering the warning window; default one hour.
+	ExpirySweep time.Duration
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
+	Now         func() time.Time
 }
 
 func (o *Options) validate() error {
@@ -70,6 +75,8 @@ type Broker struct {
 	vendorTO      time.Duration
 	leaseTTL      time.Duration
 	expiryWarning time.Duration
+	expirySweep   time.Duration
+	events        EventSink
 	log           *slog.Logger
 	now           func() time.Time
 	metrics       *metrics
@@ -102,6 +109,8 @@ func New(o Options) (*Broker, error) {
 		vendorTO:      o.VendorTimeout,
 		leaseTTL:      o.LeaseTTL,
 		expiryWarning: o.ExpiryWarning,
+		expirySweep:   o.ExpirySweep,
+		events:        o.Events,
 		log:           o.Logger,
 		now:           o.Now,
 		cache:         newCache(),
@@ -137,6 +146,9 @@ func New(o Options) (*Broker, error) {
 	}
 	if b.expiryWarning <= 0 {
 		b.expiryWarning = DefaultExpiryWarning
+	}
+	if b.expirySweep <= 0 {
+		b.expirySweep = expirySweepEvery
 	}
 	if b.hc == nil {
 		b.hc = &http.Client{Timeout: b.vendorTO}

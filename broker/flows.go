@@ -314,6 +314,11 @@ func (b *Broker) apply(ctx context.Context, key Key, st OAuthState, inst Instanc
 			return "", storeError(err)
 		}
 		b.stored(ctx, saved)
+		var prev *Connection
+		if exists {
+			prev = &cur
+		}
+		b.changed(ctx, prev, &saved, result)
 		return result, nil
 	}
 	return "", newError(CodeConflict, nil, "the connection kept changing; try again")

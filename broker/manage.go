@@ -87,6 +87,7 @@ func (b *Broker) remove(ctx context.Context, v Vendor, c Connection) error {
 		return storeError(err)
 	}
 	b.deleted(ctx, c.Key)
+	b.changed(ctx, &c, nil, "")
 	return nil
 }
 

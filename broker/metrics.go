@@ -11,7 +11,12 @@ type metrics struct {
 	refreshes  *prometheus.CounterVec
 	callbacks  *prometheus.CounterVec
 	contention *prometheus.CounterVec
+	events     *prometheus.CounterVec
+	eventsLost *prometheus.CounterVec
 }
+
+func (m *metrics) event(t EventType)     { m.events.WithLabelValues(string(t)).Inc() }
+func (m *metrics) eventLost(t EventType) { m.eventsLost.WithLabelValues(string(t)).Inc() }
 
 func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pending) (*metrics, error) {
 	m := &metrics{
@@ -27,12 +32,24 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 			Name: "tokenbroker_refresh_lease_contention_total",
 			Help: "Refreshes that found the connection's lease held by another refresh (this or another replica) and waited for its result.",
 		}, []string{"vendor"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_events_total",
+			Help: "Connection events recorded in the outbox, by type (connection.created, connection.degraded, ...).",
+		}, []string{"type"}),
+		eventsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_events_lost_total",
+			Help: "Connection events that could not be recorded (the outbox's store failed), by type.",
+		}, []string{"type"}),
+	}
+	for _, t := range EventTypes() {
+		m.events.WithLabelValues(string(t))
+		m.eventsLost.WithLabelValues(string(t))
 	}
 	pendingGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tokenbroker_refresh_results_pending",
 		Help: "Refresh results the store could not take yet, kept in memory and served until they are written.",
 	}, func() float64 { return float64(p.count()) })
-	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention, pendingGauge} {
+	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention, m.events, m.eventsLost, pendingGauge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -246,6 +246,7 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 			b.metrics.refresh(v.Name(), "success")
 			b.pending.drop(cur.Key)
 			b.stored(ctx, saved)
+			b.changed(ctx, &cur, &saved, "")
 			return saved, nil
 		}
 		if !errors.Is(err, ErrVersionConflict) {
@@ -346,6 +347,7 @@ func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class Error
 		saved, err := b.store.PutConnection(ctx, next)
 		if err == nil {
 			b.stored(ctx, saved)
+			b.changed(ctx, &cur, &saved, "")
 			cur = saved
 			break
 		}
