@@ -388,8 +388,8 @@ func (a *App) Registry() *prometheus.Registry { return a.reg }
 // Shutdown turns readiness off at once, keeps serving for the grace period
 // (load balancers need a moment to stop sending traffic), then stops taking
 // connections, lets requests in flight (streams included) finish until ctx
-// ends, stops the background work (refreshes in flight release their
-// leases) and closes the store.
+// ends, stops the background work, waits (until ctx ends) for refreshes in
+// flight, writes the refresh results still in memory, and closes the store.
 func (a *App) Shutdown(ctx context.Context) error {
 	a.draining.Store(true)
 	a.ready.Store(false)
@@ -407,7 +407,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		errs = append(errs, a.api.Shutdown(ctx))
 	}
 	if a.runner != nil {
-		a.runner.Stop()
+		// Refreshes in flight finish and their results are written before the
+		// store closes: a rotated refresh token must not die with the process.
+		errs = append(errs, a.runner.Shutdown(ctx))
 	}
 	if a.ops != nil {
 		errs = append(errs, a.ops.Shutdown(ctx))

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -135,4 +136,46 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		t.Errorf("after shutdown a new connection was not refused: %v", err)
 	}
 	t.Logf("%d in-flight calls finished across SIGTERM", ok.Load())
+}
+
+// TestShutdownKeepsRotation is defect 5 of issue 9: Shutdown closed the
+// store under a running refresh, so an Atlassian rotation that completed
+// then was kept only in memory and lost at exit; after the reuse leeway the
+// healthy integration would be flagged. Shutdown must wait (bounded) for the
+// refresh held at the token endpoint, write its result, then close the
+// store: after a restart the stored refresh token is the rotated one, and a
+// refresh with it reuses nothing and flags nothing.
+func TestShutdownKeepsRotation(t *testing.T) {
+	e := brokertest.Start(t)
+	admin := e.Admin(acme)
+	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
+	key := broker.Key{Account: acme, Vendor: "confluence"}
+	before := stored(t, e, key).Tokens.RefreshToken
+
+	e.Sim.Script(vendorsim.Fault{Vendor: "atlassian", Kind: vendorsim.KindSlow, Delay: 2 * time.Second})
+	calls := e.Sim.Counters().Atlassian.TokenCalls.RefreshToken
+	b := e.App.Broker()
+	go func() { _, _ = b.Refresh(context.Background(), key, broker.RefreshOptions{Force: true}) }()
+	for e.Sim.Counters().Atlassian.TokenCalls.RefreshToken == calls {
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.Stop() // the refresh is held at the token endpoint
+	e.Restart()
+
+	after := stored(t, e, key)
+	if after.Tokens.RefreshToken == before {
+		t.Fatal("the refresh token rotated during shutdown is not in the store after the restart")
+	}
+	if after.RefreshTokenExpired || after.LastError != nil {
+		t.Fatalf("after the restart: flagged %v, last error %+v", after.RefreshTokenExpired, after.LastError)
+	}
+	if code := refresh(t, e, key); code != "" {
+		t.Fatalf("refresh after the restart: %s", code)
+	}
+	if c := e.Sim.Counters(); c.RefreshReuse != (vendorsim.ReuseCounters{}) || c.FamilyRevocations != 0 {
+		t.Fatalf("a rotated refresh token was used again after the restart: %+v, revocations %d", c.RefreshReuse, c.FamilyRevocations)
+	}
+	if stored(t, e, key).RefreshTokenExpired {
+		t.Fatal("flagged after the restart")
+	}
 }

@@ -81,6 +81,7 @@ type Broker struct {
 	now           func() time.Time
 	metrics       *metrics
 	refreshes     singleflight.Group
+	inflight      flights
 	cache         *cache
 	sched         *schedule
 	pending       *pending

@@ -3,9 +3,11 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -106,6 +108,14 @@ func ctxT(t *testing.T) context.Context {
 type faultyStore struct {
 	broker.Store
 	failGets atomic.Int32 // the next n GetConnection calls fail
+	failPuts atomic.Bool  // PutConnection fails while set
+}
+
+func (s *faultyStore) PutConnection(ctx context.Context, c broker.Connection) (broker.Connection, error) {
+	if s.failPuts.Load() {
+		return broker.Connection{}, errOutage
+	}
+	return s.Store.PutConnection(ctx, c)
 }
 
 var errOutage = errors.New("store outage (test)")
@@ -124,4 +134,19 @@ func withFaultyStore(fs **faultyStore) func(*broker.Options) {
 		*fs = &faultyStore{Store: o.Store}
 		o.Store = *fs
 	}
+}
+
+// tokenEndpoint answers every token call with a fresh access token and a
+// rotated refresh token numbered by the call.
+func tokenEndpoint() (http.Handler, *atomic.Int64) {
+	var n atomic.Int64
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/oauth/token" && !strings.HasSuffix(r.URL.Path, "/oauth_token.do") {
+			http.NotFound(w, r)
+			return
+		}
+		i := n.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"access-%d","refresh_token":"refresh-%d","token_type":"Bearer","expires_in":3600}`, i, i)
+	}), &n
 }

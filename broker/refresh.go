@@ -38,6 +38,9 @@ func (b *Broker) Refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	if o.Force {
 		flight += "\x00force"
 	}
+	// Counted from before the flight starts until it ends, even when this
+	// caller stops waiting, so that shutdown waits for every refresh.
+	b.inflight.start()
 	ch := b.refreshes.DoChan(flight, func() (any, error) {
 		// The flight outlives any one caller, so it runs on its own bounded
 		// context and not on the first caller's.
@@ -47,8 +50,10 @@ func (b *Broker) Refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	})
 	select {
 	case <-ctx.Done():
+		go func() { <-ch; b.inflight.done() }()
 		return Connection{}, newError(CodeVendorUnavailable, ctx.Err(), "gave up waiting for a token refresh")
 	case r := <-ch:
+		b.inflight.done()
 		c, _ := r.Val.(Connection)
 		return c, r.Err
 	}

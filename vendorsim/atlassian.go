@@ -176,7 +176,7 @@ func (s *Sim) atlToken(w http.ResponseWriter, r *http.Request) {
 		return rawJSON(http.StatusBadRequest, `{"error":"unsupported_grant_type","error_description":"Unsupported grant type"}`)
 	}
 	if f, ok := s.takeTokenFault(VendorAtlassian, "", grant); ok {
-		s.countToken(VendorAtlassian, "", grant, true)
+		s.countToken(VendorAtlassian, "", grant, f.failing())
 		s.serveTokenFault(w, r, f, perform)
 		return
 	}

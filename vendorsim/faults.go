@@ -38,6 +38,10 @@ const (
 	// Delay, then drops the connection without an answer: the case where a
 	// retry must reuse the old refresh token inside the leeway.
 	KindLostResponse = "lost_response"
+	// KindSlow holds the call for Delay (5s), then answers it normally (a
+	// rotation really happens): a refresh held at the token endpoint while
+	// something else happens (a shutdown).
+	KindSlow = "slow"
 
 	// KindAPIRateLimited answers API calls 429 with Retry-After and the
 	// vendor's X-RateLimit-* headers.
@@ -140,7 +144,7 @@ type queuedFault struct {
 func tokenKind(k string) bool {
 	switch k {
 	case KindDead, KindServerError, KindUnavailable, KindTimeout, KindRateLimited, KindInvalidClient,
-		KindUnauthorizedClient, KindHTML, KindNoAccessToken, KindClientBroken, KindLostResponse:
+		KindUnauthorizedClient, KindHTML, KindNoAccessToken, KindClientBroken, KindLostResponse, KindSlow:
 		return true
 	}
 	return false
@@ -197,6 +201,8 @@ func (f Fault) normalise() (Fault, error) {
 		f.Delay = 30 * time.Second
 	case f.Kind == KindAPILatency && f.Delay == 0:
 		f.Delay = time.Second
+	case f.Kind == KindSlow && f.Delay == 0:
+		f.Delay = 5 * time.Second
 	}
 	return f, nil
 }
@@ -316,6 +322,10 @@ const hibernationHTML = `<!DOCTYPE html>
 </body></html>
 `
 
+// failing reports whether a token fault answers with a failure (every kind
+// but slow, which answers normally once it has waited).
+func (f Fault) failing() bool { return f.Kind != KindSlow }
+
 // tokenFaultAnswer is the answer a token-endpoint fault gives. timeout and
 // lost_response are handled by the caller because they wait.
 func (s *Sim) tokenFaultAnswer(f Fault) answer {
@@ -382,6 +392,9 @@ func (s *Sim) serveTokenFault(w http.ResponseWriter, r *http.Request, f Fault, p
 			s.sleep(r.Context(), f.Delay)
 		}
 		dropConnection(w)
+	case KindSlow:
+		s.sleep(r.Context(), f.Delay)
+		perform().write(w)
 	default:
 		// A Delay slows any answering fault, so tests can hold a refresh
 		// open while something else happens (a reconnect racing a refresh).

@@ -204,6 +204,23 @@ func TestLostResponseThenRetryInsideLeeway(t *testing.T) {
 	}
 }
 
+func TestSlowAnswersNormallyAfterDelay(t *testing.T) {
+	sim, _ := startSim(t, nil)
+	tok := atlLogin(t, sim, "alice", atlScopes)
+	sim.Script(Fault{Vendor: "atlassian", Kind: KindSlow, Delay: 300 * time.Millisecond})
+	start := time.Now()
+	got := mustRefresh(t, atlRefresh(t, sim, tok.refresh))
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("slow answered after %v, want at least 300ms", d)
+	}
+	if got.refresh == tok.refresh {
+		t.Error("no rotation behind the slow answer")
+	}
+	if c := sim.Counters(); c.Atlassian.TokenFailures != (GrantCounts{}) {
+		t.Errorf("a slow success counted as a failure: %+v", c.Atlassian.TokenFailures)
+	}
+}
+
 func TestAPIFaults(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -192,7 +192,7 @@ func (s *Sim) snToken(w http.ResponseWriter, r *http.Request, in *Instance) {
 		return rawJSON(http.StatusBadRequest, `{"error":"unsupported_grant_type","error_description":"Unsupported grant type"}`)
 	}
 	if f, ok := s.takeTokenFault(VendorServiceNow, in.Name, grant); ok {
-		s.countToken(VendorServiceNow, in.Name, grant, true)
+		s.countToken(VendorServiceNow, in.Name, grant, f.failing())
 		s.serveTokenFault(w, r, f, perform)
 		return
 	}
