@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -492,5 +493,51 @@ func TestConfluenceSiteChoice(t *testing.T) {
 	st := vendorStatus(t, e, admin, "confluence")
 	if inst := st["instance"].(map[string]any); inst["url"] != "https://other.atlassian.net" {
 		t.Fatalf("connected to %v, want the named site", inst)
+	}
+}
+
+// TestServiceNowAmbiguousProbesDeadlock: two connections of one broken
+// ServiceNow client refresh at the same time. Each one's ambiguous 401 makes
+// it probe the other; a probe that waited for the other's lease while
+// holding its own would wait until the flight deadline and then record
+// nothing. Both must get client_config recorded within a few seconds, and
+// the refresher must stay free for other connections.
+func TestServiceNowAmbiguousProbesDeadlock(t *testing.T) {
+	e := brokertest.Start(t)
+	admin := e.Admin(acme)
+	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
+	e.MustConnect(e.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)
+	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
+	e.Sim.Script(vendorsim.Fault{Vendor: "servicenow", Kind: vendorsim.KindClientBroken})
+	keys := []broker.Key{{Account: acme, Vendor: "servicenow"}, {Account: acme, Vendor: "servicenow", UserID: "u1"}}
+	start := time.Now()
+	var wg sync.WaitGroup
+	codes := make([]broker.Code, len(keys))
+	for i, k := range keys {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := e.App.Broker().Refresh(ctx, k, broker.RefreshOptions{Force: true})
+			codes[i] = broker.CodeOf(err)
+		})
+	}
+	wg.Wait()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("two concurrent refreshes of a broken client took %v", took)
+	}
+	for i, k := range keys {
+		if codes[i] != broker.CodeVendorUnavailable {
+			t.Errorf("%v: refresh answered %q, want vendor_unavailable", k, codes[i])
+		}
+		c := stored(t, e, k)
+		if c.RefreshTokenExpired || c.LastError == nil || c.LastError.Class != broker.ClassClientConfig {
+			t.Errorf("%v: flagged=%v last error %+v, want client_config recorded", k, c.RefreshTokenExpired, c.LastError)
+		}
+	}
+	// Nothing is left holding a lease: another connection refreshes at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := e.App.Broker().Refresh(ctx, broker.Key{Account: acme, Vendor: "confluence"}, broker.RefreshOptions{Force: true}); err != nil {
+		t.Errorf("an unrelated refresh afterwards: %v", err)
 	}
 }

@@ -16,11 +16,8 @@ type RefreshOptions struct {
 	// Rejected is an access token the vendor refused. The refresh happens even
 	// if that token has not expired, unless the stored token already differs.
 	Rejected string
-	// Force refreshes even when the token is not due (keep-alive, probes).
+	// Force refreshes even when the token is not due (keep-alive).
 	Force bool
-	// noProbe stops the ServiceNow ambiguity rule from probing further
-	// connections: a probe must never start another probe.
-	noProbe bool
 }
 
 // peerEvidence is how recently another connection of the same client must have
@@ -129,7 +126,7 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 		return stored, nil
 	}
 	if class == ClassAmbiguous {
-		class = b.resolveAmbiguous(ctx, v, cur, o)
+		class = b.resolveAmbiguous(ctx, v, cur)
 	}
 	return b.fail(ctx, v, cur, class, err, RetryAfter(err))
 }
@@ -285,15 +282,14 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 // through a truly broken client fails visibly at the code exchange, while
 // never flagging would leave a dead integration looking healthy. Peers that
 // cannot be reached settle nothing: the failure stays transient.
-func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection, o RefreshOptions) ErrorClass {
+func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection) ErrorClass {
 	now := b.now()
 	if exp := v.RefreshTokenExpiry(c.Tokens); !exp.IsZero() && !now.Before(exp) {
 		return ClassDead
 	}
-	if o.noProbe {
-		return ClassAmbiguous
-	}
-	peers, err := b.store.ListConnections(ctx, c.Key.Account, c.Key.Vendor)
+	sctx, cancel := storeCtx(ctx)
+	peers, err := b.store.ListConnections(sctx, c.Key.Account, c.Key.Vendor)
+	cancel()
 	if err != nil {
 		return ClassTransient
 	}
@@ -312,28 +308,52 @@ func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection, o
 		return ClassDead
 	}
 	for _, p := range candidates {
-		// ServiceNow does not rotate refresh tokens, so probing a peer with a
-		// refresh costs nothing but one call.
-		_, err := b.refresh(ctx, p.Key, RefreshOptions{Force: true, noProbe: true})
-		switch {
-		case err == nil:
+		switch b.probe(ctx, v, p) {
+		case probeOK:
 			return ClassDead
-		case errors.Is(err, errAmbiguous):
+		case probeAmbiguous:
 			return ClassClientConfig
 		}
 	}
 	return ClassTransient
 }
 
-// errAmbiguous marks a probe that got the same ambiguous answer.
-var errAmbiguous = errors.New("ambiguous token endpoint answer")
+type probeResult int
+
+const (
+	probeUnsettled probeResult = iota // the peer could not be asked, or failed otherwise
+	probeOK
+	probeAmbiguous
+)
+
+// probe asks the token endpoint to refresh a peer connection, only to learn
+// whether its refresh works, and keeps nothing. It takes neither the peer's
+// lease nor its flight: the caller holds its own lease, and waiting for
+// another while holding one deadlocks two connections of one broken client
+// that probe each other. This is safe because the ambiguity rule is
+// ServiceNow's, whose refresh tokens do not rotate: a probe changes nothing
+// the peer holds, and its stored tokens stay valid.
+func (b *Broker) probe(ctx context.Context, v Vendor, p Connection) probeResult {
+	client, err := b.clientByID(ctx, p.Key.Account, v, p.ClientID)
+	if err != nil {
+		return probeUnsettled
+	}
+	_, err = b.callTokenEndpoint(ctx, v, p, client)
+	switch {
+	case err == nil:
+		return probeOK
+	case ClassifyTokenError(err) == ClassAmbiguous:
+		return probeAmbiguous
+	}
+	return probeUnsettled
+}
 
 // fail records a failed refresh. Only ClassDead flags the connection.
 func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class ErrorClass, cause error, retryAfter time.Duration) (Connection, error) {
-	if class == ClassAmbiguous {
-		// A probe's own ambiguous answer: report it to the prober, write nothing.
-		return cur, newError(CodeVendorUnavailable, errors.Join(errAmbiguous, cause), "%s token refresh failed", v.Name())
-	}
+	// The verdict must be recorded even when the refresh's own context has
+	// run out (a long wait at the vendor): on a fresh context, bounded.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
 	now := b.now()
 	b.metrics.refresh(v.Name(), class)
 	for attempt := 0; attempt < 5; attempt++ {
