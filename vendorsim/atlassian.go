@@ -468,12 +468,26 @@ func (s *Sim) atlConfluence(w http.ResponseWriter, r *http.Request, p atlPrincip
 		s.atlScopeMismatch(w, cloud)
 		return
 	}
+	if s.confluenceContentRoute(w, r, site, rest) {
+		return
+	}
 	get := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch {
 	case get && rest == "wiki/api/v2/pages":
 		s.confluenceV2Pages(w, r, site)
 	case get && strings.HasPrefix(rest, "wiki/api/v2/pages/"):
 		id := strings.TrimPrefix(rest, "wiki/api/v2/pages/")
+		s.files.mu.Lock()
+		c := s.confluencePage(site, id)
+		var created map[string]any
+		if c != nil {
+			created = c.v2JSON()
+		}
+		s.files.mu.Unlock()
+		if created != nil {
+			writeJSON(w, http.StatusOK, created)
+			return
+		}
 		for _, pg := range s.confluencePages(site) {
 			if pg.id == id {
 				writeJSON(w, http.StatusOK, confluenceV2Page(pg))
@@ -540,13 +554,14 @@ func (s *Sim) confluenceV2Pages(w http.ResponseWriter, r *http.Request, site *Si
 		}
 		start = n
 	}
-	pages := s.confluencePages(site)
+	var pages []map[string]any
+	for _, pg := range s.confluencePages(site) {
+		pages = append(pages, confluenceV2Page(pg))
+	}
+	pages = append(pages, s.createdPages(site)...)
 	start = min(start, len(pages))
 	end := min(start+limit, len(pages))
-	results := make([]map[string]any, 0, end-start)
-	for _, pg := range pages[start:end] {
-		results = append(results, confluenceV2Page(pg))
-	}
+	results := pages[start:end]
 	links := map[string]string{"base": site.URL + "/wiki"}
 	if end < len(pages) {
 		next := "/wiki/api/v2/pages?" + url.Values{"limit": {strconv.Itoa(limit)},

@@ -319,11 +319,11 @@ func TestAtlConfluenceAPI(t *testing.T) {
 	if r := get(t, base+acmeCloud+"/wiki/api/v2/pages", meOnly.access); r.status != 401 || string(r.body) != wantAtlScope {
 		t.Errorf("scope mismatch: %d %s", r.status, r.body)
 	}
-	// Writes echo.
-	req, _ := http.NewRequest(http.MethodPost, base+acmeCloud+"/wiki/api/v2/pages", strings.NewReader(`{"title":"new"}`))
+	// A page is created.
+	req, _ := http.NewRequest(http.MethodPost, base+acmeCloud+"/wiki/api/v2/pages", strings.NewReader(`{"spaceId":"98306","title":"new"}`))
 	req.Header.Set("Authorization", "Bearer "+alice.access)
 	if r := do(t, req); r.status != 200 || r.json(t)["title"] != "new" {
-		t.Errorf("echo: %d %s", r.status, r.body)
+		t.Errorf("create: %d %s", r.status, r.body)
 	}
 }
 
@@ -392,5 +392,56 @@ func TestAtlCodeRules(t *testing.T) {
 				t.Fatalf("got %d %s, want %d", r.status, r.body, tt.want)
 			}
 		})
+	}
+}
+
+func TestConfluenceContentRules(t *testing.T) {
+	sim, _ := startSim(t, nil)
+	alice := atlLogin(t, sim, "alice", "read:confluence-content.all write:confluence-content")
+	base := sim.AtlassianAPIURL() + "/ex/confluence/" + acmeCloud + "/wiki"
+	send := func(method, path, ctype, body string, hdr ...string) resp {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+alice.access)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		return do(t, req)
+	}
+	if r := send("POST", "/api/v2/pages", "application/json", `{"spaceId":"1","title":"x"}`); r.status != 400 {
+		t.Errorf("create in an unknown space: %d", r.status)
+	}
+	r := send("POST", "/api/v2/pages", "application/json", `{"spaceId":"98306","title":"x"}`)
+	id, _ := r.json(t)["id"].(string)
+	if r.status != 200 || id == "" {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	if r := send("PUT", "/api/v2/pages/"+id, "application/json", `{"id":"`+id+`","title":"y","version":{"number":1}}`); r.status != 409 {
+		t.Errorf("update without a new version: %d %s", r.status, r.body)
+	}
+	if r := send("GET", "/api/v2/pages/"+id, "", ""); r.status != 200 || r.json(t)["title"] != "x" {
+		t.Errorf("read back: %d %s", r.status, r.body)
+	}
+	const form = "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--\r\n"
+	if r := send("POST", "/rest/api/content/"+id+"/child/attachment", "multipart/form-data; boundary=b", form); r.status != 403 {
+		t.Errorf("upload without X-Atlassian-Token: %d", r.status)
+	}
+	r = send("POST", "/rest/api/content/"+id+"/child/attachment", "multipart/form-data; boundary=b", form, "X-Atlassian-Token", "no-check")
+	if r.status != 200 || !strings.Contains(string(r.body), `"title":"a.txt"`) {
+		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	if r := send("GET", "/rest/api/search", "", ""); r.status != 400 {
+		t.Errorf("search without cql: %d", r.status)
+	}
+	if r := send("GET", "/rest/api/search?cql="+url.QueryEscape(`type=page AND title="x"`), "", ""); r.status != 200 || r.json(t)["totalSize"] != float64(1) {
+		t.Errorf("search: %d %s", r.status, r.body)
+	}
+	if r := send("DELETE", "/api/v2/pages/"+id, "", ""); r.status != 204 {
+		t.Errorf("delete: %d", r.status)
+	}
+	if r := send("GET", "/api/v2/pages/"+id, "", ""); r.status != 404 {
+		t.Errorf("read after delete: %d", r.status)
 	}
 }

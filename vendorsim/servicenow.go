@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -88,8 +87,10 @@ func (s *Sim) snHandler(in *Instance) http.Handler {
 			"user_sys_id": u.SysID, "user_name": u.UserName, "user_display_name": u.Name,
 		}})
 	})
-	api.HandleFunc("GET /api/now/attachment/{id}/file", snAttachmentDownload)
-	api.HandleFunc("POST /api/now/attachment/file", snAttachmentUpload)
+	api.HandleFunc("POST /api/now/attachment/file", func(w http.ResponseWriter, r *http.Request) { s.snAttachmentUpload(w, r, in) })
+	api.HandleFunc("GET /api/now/attachment/{id}", func(w http.ResponseWriter, r *http.Request) { s.snAttachmentMeta(w, r, in) })
+	api.HandleFunc("GET /api/now/attachment/{id}/file", func(w http.ResponseWriter, r *http.Request) { s.snAttachmentDownload(w, r, in) })
+	api.HandleFunc("DELETE /api/now/attachment/{id}", func(w http.ResponseWriter, r *http.Request) { s.snAttachmentDelete(w, r, in) })
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, snError("Requested URI does not represent any resource", nil))
 	})
@@ -517,52 +518,8 @@ func readJSON(w http.ResponseWriter, r *http.Request) (any, error) {
 	return v, nil
 }
 
-// snAttachmentDownload streams ?size= bytes (1 MiB by default) without
-// holding them in memory, for the broker's streaming tests.
-func snAttachmentDownload(w http.ResponseWriter, r *http.Request) {
-	size := int64(1 << 20)
-	if v := r.URL.Query().Get("size"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 || n > 4<<30 {
-			writeJSON(w, http.StatusBadRequest, snError("Invalid size", v))
-			return
-		}
-		size = n
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-	_, _ = io.CopyN(w, &patternReader{}, size)
-}
-
-// patternReader yields 'a'..'z' repeated forever, so a test can check any
-// byte of a download by its offset.
-type patternReader struct{ off int64 }
-
-func (p *patternReader) Read(b []byte) (int, error) {
-	for i := range b {
-		b[i] = byte('a' + (p.off+int64(i))%26)
-	}
-	p.off += int64(len(b))
-	return len(b), nil
-}
-
 func randomSysID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// snAttachmentUpload hashes the body as it arrives, so uploads of any size
-// use constant memory.
-func snAttachmentUpload(w http.ResponseWriter, r *http.Request) {
-	h := sha256.New()
-	n, err := io.Copy(h, r.Body)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, snError("Exception while reading request", err.Error()))
-		return
-	}
-	writeJSON(w, http.StatusCreated, map[string]any{"result": map[string]string{
-		"size_bytes": strconv.FormatInt(n, 10), "hash": hex.EncodeToString(h.Sum(nil)),
-		"file_name": r.URL.Query().Get("file_name"), "table_name": r.URL.Query().Get("table_name"),
-	}})
 }

@@ -386,22 +386,68 @@ func TestSNTableWritesEcho(t *testing.T) {
 	}
 }
 
-func TestSNAttachmentsStream(t *testing.T) {
+func TestSNAttachments(t *testing.T) {
 	sim, _ := startSim(t, nil)
 	tok := snLogin(t, sim, "acme", "alice")
 	base := sim.ServiceNowURL("acme")
+	// An id never uploaded streams ?size= bytes of a pattern.
 	r := get(t, base+"/api/now/attachment/x/file?size=100000", tok.access)
 	if r.status != 200 || len(r.body) != 100000 || r.body[99999] != byte('a'+99999%26) {
-		t.Fatalf("download: %d len %d", r.status, len(r.body))
+		t.Fatalf("pattern download: %d len %d", r.status, len(r.body))
+	}
+	if r := get(t, base+"/api/now/attachment/x/file", tok.access); r.status != 404 {
+		t.Errorf("unknown attachment: %d", r.status)
 	}
 	payload := bytes.Repeat([]byte("0123456789"), 50000)
-	req, _ := http.NewRequest(http.MethodPost, base+"/api/now/attachment/file?file_name=a.bin", io.NopCloser(bytes.NewReader(payload)))
-	req.Header.Set("Authorization", "Bearer "+tok.access)
-	r = do(t, req)
+	upload := func(query, ctype string) resp {
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/now/attachment/file?"+query, io.NopCloser(bytes.NewReader(payload)))
+		req.Header.Set("Authorization", "Bearer "+tok.access)
+		if ctype != "" {
+			req.Header.Set("Content-Type", ctype)
+		}
+		return do(t, req)
+	}
+	for _, bad := range []struct{ query, ctype string }{
+		{"table_sys_id=abc&file_name=a.bin", "application/octet-stream"},
+		{"table_name=incident&file_name=a.bin", "application/octet-stream"},
+		{"table_name=incident&table_sys_id=abc", "application/octet-stream"},
+		{"table_name=incident&table_sys_id=abc&file_name=a.bin", ""},
+	} {
+		if r := upload(bad.query, bad.ctype); r.status != 400 {
+			t.Errorf("upload ?%s (Content-Type %q): %d, want 400", bad.query, bad.ctype, r.status)
+		}
+	}
+	r = upload("table_name=incident&table_sys_id=abc&file_name=a.bin", "application/x-test")
 	sum := sha256.Sum256(payload)
 	res := r.json(t)["result"].(map[string]any)
-	if r.status != 201 || res["size_bytes"] != "500000" || res["hash"] != hex.EncodeToString(sum[:]) {
+	id, _ := res["sys_id"].(string)
+	if r.status != 201 || res["size_bytes"] != "500000" || res["hash"] != hex.EncodeToString(sum[:]) ||
+		res["table_name"] != "incident" || res["table_sys_id"] != "abc" || res["file_name"] != "a.bin" ||
+		res["content_type"] != "application/x-test" || res["download_link"] != base+"/api/now/attachment/"+id+"/file" {
 		t.Fatalf("upload: %d %s", r.status, r.body)
+	}
+	if loc := r.header.Get("Location"); loc != base+"/api/now/attachment/"+id {
+		t.Errorf("Location = %q", loc)
+	}
+	if r := get(t, base+"/api/now/attachment/"+id, tok.access); r.status != 200 || r.json(t)["result"].(map[string]any)["sys_id"] != id {
+		t.Errorf("metadata: %d %s", r.status, r.body)
+	}
+	r = get(t, base+"/api/now/attachment/"+id+"/file", tok.access)
+	if r.status != 200 || !bytes.Equal(r.body, payload) || r.header.Get("Content-Type") != "application/x-test" {
+		t.Fatalf("download: %d, %d bytes, %q", r.status, len(r.body), r.header.Get("Content-Type"))
+	}
+	req, _ := http.NewRequest(http.MethodDelete, base+"/api/now/attachment/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+tok.access)
+	if r := do(t, req); r.status != 204 {
+		t.Errorf("delete: %d", r.status)
+	}
+	if r := get(t, base+"/api/now/attachment/"+id+"/file", tok.access); r.status != 404 {
+		t.Errorf("download after delete: %d", r.status)
+	}
+	// Another instance does not see it.
+	other := snLogin(t, sim, "globex", "dave")
+	if r := get(t, sim.ServiceNowURL("globex")+"/api/now/attachment/"+id, other.access); r.status != 404 {
+		t.Errorf("other instance: %d", r.status)
 	}
 }
 

@@ -45,6 +45,8 @@ type Sim struct {
 	snCount  map[string]*VendorCounters
 	requests []APIRequest
 
+	files *fileStore // what callers created through the APIs
+
 	snURL      map[string]string
 	atlAuthURL string
 	atlAPIURL  string
@@ -88,6 +90,7 @@ func Start(o Options) (*Sim, error) {
 		atlAT:     map[string]*atlAccessToken{},
 		snCount:   map[string]*VendorCounters{},
 		snURL:     map[string]string{},
+		files:     newFileStore(),
 		done:      make(chan struct{}),
 	}
 	// Own copies, so that a caller changing its Options slices later cannot
