@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxPathLen bounds the caller's escaped path. Vendor API paths are short
@@ -28,6 +29,8 @@ const (
 	errPathBadChar      pathError = "path has a character that must be percent-encoded"
 	errPathEmptySegment pathError = "path has an empty segment"
 	errPathDotSegment   pathError = "path has a dot segment"
+	errPathDecodesTo    pathError = "path has a segment that decodes, once or more, to a dot segment, a slash or a backslash"
+	errPathBadUTF8      pathError = "path has a segment that does not decode to valid UTF-8"
 	errPathScheme       pathError = "path starts with a URL scheme"
 	errQueryBadChar     pathError = "query has a control character or a space"
 	errBadBase          pathError = "connection base URL is not an absolute http(s) URL"
@@ -92,7 +95,9 @@ func under(p, prefix string) bool {
 // whitelist of RFC 3986 path characters, well-formed escapes that decode to
 // neither a control character, "/" nor "\" nor another escape, no empty or
 // dot segments (in any encoding, and with ";params" as Java servlet
-// containers read them), and no scheme-like first segment.
+// containers read them), no scheme-like first segment, and segments that
+// stay harmless however often a vendor's stack decodes them (see
+// checkDecodedSegment).
 func checkPath(p string) error {
 	if p == "" || p[0] != '/' {
 		return errPathNotAbsolute
@@ -140,6 +145,9 @@ func checkPath(p string) error {
 		if isDotSegment(seg) {
 			return errPathDotSegment
 		}
+		if err := checkDecodedSegment(seg); err != nil {
+			return err
+		}
 		if first && isSchemeLike(seg) {
 			return errPathScheme
 		}
@@ -148,6 +156,69 @@ func checkPath(p string) error {
 		}
 		rest = tail
 	}
+}
+
+// maxDecodes bounds the decoding rounds of checkDecodedSegment. Every round
+// that changes a segment makes it shorter by two bytes per escape, so the
+// bound matters only for contrived inputs; past it the segment is refused,
+// not trusted.
+const maxDecodes = 8
+
+// checkDecodedSegment decodes an escaped segment again and again, as a vendor
+// stack that decodes twice (a gateway, then the application) would, and
+// refuses it when any round yields a dot segment ("%25%32%65" → "%2e" → "."),
+// a slash or backslash, a control character, or bytes that are not valid
+// UTF-8: overlong forms such as "%C0%AE" are "." to a lenient decoder, and a
+// path must never leave its base whatever the vendor's decoder is. Rounds
+// decode leniently (a "%" that starts no escape stays), as the most
+// permissive decoder would.
+func checkDecodedSegment(seg string) error {
+	for range maxDecodes {
+		dec, changed := unescapeLenient(seg)
+		if !changed {
+			return nil
+		}
+		if !utf8.ValidString(dec) {
+			return errPathBadUTF8
+		}
+		if strings.ContainsAny(dec, "/\\") || isDotSegment(dec) {
+			return errPathDecodesTo
+		}
+		for i := 0; i < len(dec); i++ {
+			if c := dec[i]; c < 0x20 || c == 0x7f {
+				return errPathControl
+			}
+		}
+		seg = dec
+	}
+	return errPathDecodesTo
+}
+
+// unescapeLenient decodes every "%XX" of s and keeps any other "%"; changed
+// reports whether there was anything to decode. It allocates only then.
+func unescapeLenient(s string) (dec string, changed bool) {
+	i := strings.IndexByte(s, '%')
+	for i >= 0 && !(i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2])) {
+		j := strings.IndexByte(s[i+1:], '%')
+		if j < 0 {
+			return s, false
+		}
+		i += 1 + j
+	}
+	if i < 0 {
+		return s, false
+	}
+	b := make([]byte, 0, len(s))
+	b = append(b, s[:i]...)
+	for ; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+			continue
+		}
+		b = append(b, s[i])
+	}
+	return string(b), true
 }
 
 // checkQuery refuses bytes that can never be part of a request line. The query

@@ -8,10 +8,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // nastyPaths are callers' paths (after /proxy/<vendor>) with how they must end:
@@ -69,6 +71,29 @@ var nastyPaths = []struct {
 	{"/a%2", "", "net/http"},
 	{"/%252e%252e/x", "", ""},
 	{"/%252f", "", ""},
+	// Escaped escapes: harmless once, a dot segment or a slash to a vendor
+	// stack that decodes twice or more.
+	{"/%25%32%65%25%32%65/x", "", ""},
+	{"/%25%32%45%25%32%45/x", "", ""},
+	{"/%25%32%65/x", "", ""},
+	{"/a%25%32%66b", "", ""},
+	{"/a%25%32%46b", "", ""},
+	{"/a%25%35%63b", "", ""},
+	{"/%25%32%35%25%33%32%25%36%35%25%32%35%25%33%32%25%36%35/x", "", ""}, // three rounds to ".."
+	{"/a%25%32%66%25b", "", ""}, // a stray "%" does not stop a lenient decoder
+	{"/a%25%30%30b", "", ""},    // NUL after two rounds
+	// Not valid UTF-8 once decoded: overlong forms read as "." or "/" by a
+	// lenient decoder, stray and invalid bytes.
+	{"/%c0%ae%c0%ae/x", "", ""},
+	{"/%C0%AE/x", "", ""},
+	{"/%e0%80%ae%e0%80%ae/x", "", ""},
+	{"/%f0%80%80%ae/x", "", ""},
+	{"/a%c0%afb", "", ""},
+	{"/a%80b", "", ""},
+	{"/a%ffb", "", ""},
+	{"/a%e2%80b", "", ""},
+	{"/%25c0%25ae%25c0%25ae/x", "", ""},
+	{"/%ed%a0%80", "", ""}, // a UTF-16 surrogate
 	{"/a|b", "", "/ex/confluence/cloud-1/a%7Cb"},
 	{"/a`b", "", "/ex/confluence/cloud-1/a%60b"},
 	{"/a<b>", "", "/ex/confluence/cloud-1/a%3Cb%3E"},
@@ -80,8 +105,10 @@ var nastyPaths = []struct {
 	{"/x/user:pw@EVIL", "/ex/confluence/cloud-1/x/user:pw@EVIL", ""},
 	{"/%e2%80%a4%e2%80%a4/x", "/ex/confluence/cloud-1/%e2%80%a4%e2%80%a4/x", ""}, // one-dot leaders
 	{"/%ef%bc%8e%ef%bc%8e/x", "/ex/confluence/cloud-1/%ef%bc%8e%ef%bc%8e/x", ""}, // fullwidth full stops
-	{"/%c0%ae%c0%ae/x", "/ex/confluence/cloud-1/%c0%ae%c0%ae/x", ""},             // overlong UTF-8 dots
-	{"/.well-known/x", "/ex/confluence/cloud-1/.well-known/x", ""},               // a dot is not a dot segment
+	{"/caf%c3%a9/%e4%b8%ad", "/ex/confluence/cloud-1/caf%c3%a9/%e4%b8%ad", ""},   // valid UTF-8
+	{"/100%25", "/ex/confluence/cloud-1/100%25", ""},                             // a literal percent sign
+	{"/a%25b%25", "/ex/confluence/cloud-1/a%25b%25", ""},
+	{"/.well-known/x", "/ex/confluence/cloud-1/.well-known/x", ""}, // a dot is not a dot segment
 	{"/a..b/..c", "/ex/confluence/cloud-1/a..b/..c", ""},
 	{"/wiki/api/v2/pages/123", "/ex/confluence/cloud-1/wiki/api/v2/pages/123", ""}, // the ordinary case
 	{"/wiki/rest/api/content/", "/ex/confluence/cloud-1/wiki/rest/api/content/", ""},
@@ -222,6 +249,38 @@ func assertUnderBase(t testing.TB, base, u *url.URL) {
 	}
 }
 
+// assertDecodesSafely is the invariant of a forwarded path for a vendor
+// that decodes more than once: no round of decoding, however lenient, yields a
+// dot segment, a slash or backslash inside a segment, or invalid UTF-8. It
+// decodes with its own code, not with checkPath's helpers.
+func assertDecodesSafely(t testing.TB, escPath string) {
+	t.Helper()
+	for _, seg := range strings.Split(escPath[1:], "/") {
+		for round := 0; strings.Contains(seg, "%"); round++ {
+			var b strings.Builder
+			for i := 0; i < len(seg); i++ {
+				if seg[i] == '%' && i+2 < len(seg) {
+					if v, err := strconv.ParseUint(seg[i+1:i+3], 16, 8); err == nil {
+						b.WriteByte(byte(v))
+						i += 2
+						continue
+					}
+				}
+				b.WriteByte(seg[i])
+			}
+			dec := b.String()
+			if dec == seg {
+				break
+			}
+			name, _, _ := strings.Cut(dec, ";")
+			if !utf8.ValidString(dec) || strings.ContainsAny(dec, "/\\") || strings.Trim(name, ".") == "" && name != "" {
+				t.Fatalf("segment %q of forwarded path %q decodes in round %d to %q", seg, escPath, round+1, dec)
+			}
+			seg = dec
+		}
+	}
+}
+
 func TestTargetURL(t *testing.T) {
 	bases := []string{
 		"https://acme.service-now.com",
@@ -240,6 +299,7 @@ func TestTargetURL(t *testing.T) {
 			}
 			if err == nil {
 				assertUnderBase(t, base, u)
+				assertDecodesSafely(t, p)
 			}
 		}
 	}
@@ -269,6 +329,8 @@ func FuzzTargetURL(f *testing.F) {
 	f.Add("/%", "")
 	f.Add("/%%32%65", "")
 	f.Add("/\u2024\u2024/x", "")
+	f.Add("/%25%32%65%25%32%65", "")
+	f.Add("/%C0%AE%C0%AE", "")
 	f.Add("/ex/../../", "a=%00")
 	bases := []*url.URL{
 		mustParse(f, "https://acme.service-now.com"),
@@ -284,6 +346,7 @@ func FuzzTargetURL(f *testing.F) {
 				continue
 			}
 			assertUnderBase(t, base, u)
+			assertDecodesSafely(t, p)
 			if u.RawQuery != q {
 				t.Fatalf("query %q forwarded as %q", q, u.RawQuery)
 			}
