@@ -38,7 +38,11 @@ func Middleware(v *Verifier, onError ErrorFunc) gin.HandlerFunc {
 				challenge += `, error="invalid_token"`
 			}
 			c.Header("WWW-Authenticate", challenge)
-			onError(c, http.StatusUnauthorized, string(broker.CodeUnauthorized), err.Error())
+			code := broker.CodeUnauthorized
+			if errors.Is(err, ErrInvalidClaims) {
+				code = broker.CodeInvalidClaims
+			}
+			onError(c, http.StatusUnauthorized, string(code), err.Error())
 			c.Abort()
 			return
 		}

@@ -21,6 +21,10 @@ import (
 var (
 	ErrMissingToken = errors.New("missing bearer token")
 	ErrInvalidToken = errors.New("invalid bearer token")
+	// ErrInvalidClaims: the token is genuine, but a claim the broker uses as
+	// a key (account, sub) or for decisions (roles) is too long or holds
+	// characters it refuses. It wraps ErrInvalidToken.
+	ErrInvalidClaims = fmt.Errorf("%w: invalid claims", ErrInvalidToken)
 )
 
 // RoleAdmin is the role that may change integrations.
@@ -208,6 +212,9 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Claims, error) {
 	}
 	if tc.Account == "" {
 		return Claims{}, fmt.Errorf("%w: missing account claim", ErrInvalidToken)
+	}
+	if err := checkClaims(&tc); err != nil {
+		return Claims{}, err
 	}
 	return Claims{Account: tc.Account, Subject: tc.Subject, Roles: tc.Roles}, nil
 }

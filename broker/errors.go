@@ -12,6 +12,7 @@ type Code string
 const (
 	CodeInvalidRequest      Code = "invalid_request"
 	CodeUnauthorized        Code = "unauthorized"
+	CodeInvalidClaims       Code = "invalid_claims" // a genuine JWT whose account, sub or roles break the rules
 	CodeForbidden           Code = "forbidden"
 	CodeUnknownVendor       Code = "unknown_vendor"
 	CodeNotFound            Code = "not_found"
@@ -70,7 +71,7 @@ func (c Code) HTTPStatus() int {
 	case CodeInvalidRequest, CodeInvalidState, CodeInvalidInstance, CodeInvalidReturnTo,
 		CodeSiteChoiceRequired, CodeExchangeFailed, CodeAccessDenied:
 		return http.StatusBadRequest
-	case CodeUnauthorized:
+	case CodeUnauthorized, CodeInvalidClaims:
 		return http.StatusUnauthorized
 	case CodeForbidden:
 		return http.StatusForbidden

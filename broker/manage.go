@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Disconnect removes an integration: the app-level connection and every
@@ -119,6 +120,10 @@ func (b *Broker) SetClient(ctx context.Context, caller Caller, vendorName string
 		return ClientInfo{}, newError(CodeInvalidRequest, nil, "clientId or clientSecret is too long")
 	case hasControl(c.ClientID) || hasControl(c.ClientSecret):
 		return ClientInfo{}, newError(CodeInvalidRequest, nil, "clientId and clientSecret must not contain control characters")
+	case !utf8.ValidString(c.ClientID+c.ClientSecret) || strings.ContainsRune(c.ClientID+c.ClientSecret, utf8.RuneError):
+		// U+FFFD is what a JSON decoder makes of invalid UTF-8 and lone
+		// surrogate escapes: a client id or secret never holds it on purpose.
+		return ClientInfo{}, newError(CodeInvalidRequest, nil, "clientId and clientSecret must be valid UTF-8")
 	}
 	if err := b.store.PutClient(ctx, caller.Account, v.Name(), c); err != nil {
 		return ClientInfo{}, storeError(err)

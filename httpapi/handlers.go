@@ -1,12 +1,9 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -181,19 +178,8 @@ func (h *handlers) putConfig(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if !strings.HasPrefix(c.ContentType(), "application/json") {
-		abort(c, http.StatusUnsupportedMediaType, broker.CodeInvalidRequest, "the body must be application/json")
-		return
-	}
 	var req clientConfigRequest
-	dec := json.NewDecoder(http.MaxBytesReader(c.Writer, c.Request.Body, 16<<10))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, "the body must be JSON {\"clientId\",\"clientSecret\"}")
-		return
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, "the body must hold exactly one JSON object")
+	if !readJSON(c, &req) {
 		return
 	}
 	info, err := h.b.SetClient(c.Request.Context(), who, c.Param("vendor"),

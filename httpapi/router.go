@@ -59,9 +59,9 @@ func New(o Options) (*gin.Engine, error) {
 	})
 
 	// The callback's one-time state is its credential: no JWT here.
-	r.GET("/v1/account/integrations/:vendor/oauth2/callback", h.callback)
+	r.GET("/v1/account/integrations/:vendor/oauth2/callback", strictQuery, h.callback)
 
-	v1 := r.Group("/v1/account/integrations", o.Authenticate)
+	v1 := r.Group("/v1/account/integrations", o.Authenticate, strictQuery)
 	v1.GET("", h.status)
 	v1.GET("/:vendor/oauth2/url", h.authURL)
 	v1.DELETE("/:vendor", h.disconnect)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"sync"
+	"sync/atomic"
 )
 
 // replayBody is a request body held in memory so that a retry can send it
@@ -82,3 +83,53 @@ func (r *replayReader) Read(p []byte) (int, error) {
 }
 
 func (r *replayReader) Close() error { return nil }
+
+// errMalformedBody answers a request body that could not be read as HTTP
+// framing says it should: the caller's fault, never the vendor's.
+const errMalformedBody = "the request body is malformed (bad chunked encoding) or shorter than announced"
+
+// callerBody is a streamed (not buffered) request body. It remembers that
+// reading the caller's body failed, so that the round trip that fails with it
+// is answered 400, not 502: net/http's Transport returns the body's read error
+// as the round trip's error, indistinguishable by type from a vendor's.
+type callerBody struct {
+	rc     io.ReadCloser
+	head   []byte // read by peek, before the vendor was contacted
+	failed atomic.Bool
+}
+
+// peekSize is how much of a chunked body is read ahead: enough to get past
+// the first chunk header, small enough to cost nothing.
+const peekSize = 512
+
+// peek reads the start of the body (at least one byte, or its end) and keeps
+// it for Read. An error other than io.EOF is the body's framing refused by
+// net/http's chunked reader.
+func (b *callerBody) peek() error {
+	buf := make([]byte, peekSize)
+	for {
+		n, err := b.rc.Read(buf)
+		if n > 0 || err != nil {
+			b.head = buf[:n]
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func (b *callerBody) Read(p []byte) (int, error) {
+	if len(b.head) > 0 {
+		n := copy(p, b.head)
+		b.head = b.head[n:]
+		return n, nil
+	}
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.failed.Store(true)
+	}
+	return n, err
+}
+
+func (b *callerBody) Close() error { return b.rc.Close() }

@@ -274,12 +274,13 @@ type exchange struct {
 	mount      string        // its escaped path up to the vendor segment: "/proxy/servicenow"
 	access     broker.Access
 	target     *url.URL
-	replayable bool  // the body is absent or buffered
-	retrying   bool  // the second attempt: never ask for a third
-	wantRetry  bool  // set by the ErrorHandler on errRetry
-	brokerErr  bool  // the answer is the broker's own error
-	clientGone bool  // the caller went away before an answer was written
-	refreshErr error // the refresh after a refusal that could not be retried
+	replayable bool        // the body is absent or buffered
+	retrying   bool        // the second attempt: never ask for a third
+	wantRetry  bool        // set by the ErrorHandler on errRetry
+	brokerErr  bool        // the answer is the broker's own error
+	clientGone bool        // the caller went away before an answer was written
+	refreshErr error       // the refresh after a refusal that could not be retried
+	body       *callerBody // a streamed request body, nil when buffered or absent
 }
 
 type exchangeKey struct{}
@@ -367,11 +368,32 @@ func (p *Proxy) Handle(c *gin.Context) {
 		}
 		defer body.release()
 		x.replayable = true
+	default:
+		// Streamed. A chunked body's first chunk is read before the vendor is
+		// contacted, so that a malformed one (a chunk size that overflows, a
+		// CR in a chunk extension) is refused without the vendor seeing a
+		// request; a later malformed chunk, or a body shorter than its
+		// Content-Length, still fails the round trip, and errorHandler
+		// answers it as the caller's fault.
+		x.body = &callerBody{rc: r.Body}
+		if r.ContentLength < 0 {
+			if err := x.body.peek(); err != nil {
+				if ctx.Err() != nil {
+					x.clientGone = true
+					return
+				}
+				p.fail(c, x, http.StatusBadRequest, broker.CodeInvalidRequest, errMalformedBody)
+				return
+			}
+		}
 	}
 
 	out := r.WithContext(context.WithValue(ctx, exchangeKey{}, x))
-	if body != nil {
+	switch {
+	case body != nil:
 		out.Body, out.GetBody = body.reader(), body.getBody
+	case x.body != nil:
+		out.Body = x.body
 	}
 	x.key, x.access, x.target = key, acc, target
 	p.rp.ServeHTTP(c.Writer, out)
@@ -597,6 +619,14 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	case errRefreshFailed:
 		return // Handle answers with x.refreshErr
+	}
+	if x.body != nil && x.body.failed.Load() && r.Context().Err() == nil {
+		// Reading the caller's body failed: a malformed chunk or a body cut
+		// short. The vendor did nothing wrong; it is neither counted nor
+		// logged as a vendor failure.
+		x.brokerErr = true
+		writeError(w, http.StatusBadRequest, broker.CodeInvalidRequest, errMalformedBody)
+		return
 	}
 	why := classifyUpstream(r.Context(), err)
 	x.v.m.upstream[why].Inc()
