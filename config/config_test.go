@@ -88,8 +88,10 @@ func TestLoadDefaults(t *testing.T) {
 		ServiceNowRefreshTokenLifetime: 100 * 24 * time.Hour,
 		ConfluenceAuthURL:              "https://auth.atlassian.com",
 		ConfluenceAPIURL:               "https://api.atlassian.com",
-		ConfluenceScopes: []string{"offline_access", "read:me", "read:confluence-content.all",
-			"read:confluence-space.summary", "write:confluence-content", "read:page:confluence"},
+		ConfluenceScopes: []string{"offline_access", "read:me", "read:confluence-content.all", "read:confluence-content.summary",
+			"read:confluence-space.summary", "write:confluence-content", "search:confluence", "write:confluence-file",
+			"readonly:content.attachment:confluence", "read:page:confluence", "write:page:confluence", "delete:page:confluence",
+			"read:space:confluence", "read:attachment:confluence", "delete:attachment:confluence"},
 		ConfluencePKCE: true,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -174,7 +174,7 @@ var settings = []setting{
 		Description: "`/oauth/token/accessible-resources`, `/me`, `/ex/confluence/<cloudId>/…`",
 		field:       func(c *Config) any { return &c.ConfluenceAPIURL }},
 	{Env: "BROKER_CONFLUENCE_SCOPES",
-		Default:     "offline_access read:me read:confluence-content.all read:confluence-space.summary write:confluence-content read:page:confluence",
+		Default:     "offline_access read:me read:confluence-content.all read:confluence-content.summary read:confluence-space.summary write:confluence-content search:confluence write:confluence-file readonly:content.attachment:confluence read:page:confluence write:page:confluence delete:page:confluence read:space:confluence read:attachment:confluence delete:attachment:confluence",
 		Description: "space-separated scopes requested from Atlassian; must include `offline_access` (no refresh token without it)",
 		field:       func(c *Config) any { return &c.ConfluenceScopes }},
 	{Env: "BROKER_CONFLUENCE_PKCE", Default: "true",

@@ -31,16 +31,28 @@ const (
 )
 
 // DefaultScopes returns the scopes requested when Options.Scopes is empty:
-// offline_access for a refresh token, read:me for Identify, and classic plus
-// granular Confluence scopes.
+// offline_access for a refresh token, read:me for Identify, classic scopes
+// for the v1 API (content, CQL search, attachment upload and download) and
+// granular ones for the v2 API, which Atlassian documents with granular
+// scopes only (pages, spaces, attachments). docs/vendor-notes.md gives the
+// operation and the source of each.
 func DefaultScopes() []string {
 	return []string{
 		"offline_access",
 		"read:me",
 		"read:confluence-content.all",
+		"read:confluence-content.summary",
 		"read:confluence-space.summary",
 		"write:confluence-content",
+		"search:confluence",
+		"write:confluence-file",
+		"readonly:content.attachment:confluence",
 		"read:page:confluence",
+		"write:page:confluence",
+		"delete:page:confluence",
+		"read:space:confluence",
+		"read:attachment:confluence",
+		"delete:attachment:confluence",
 	}
 }
 

@@ -72,7 +72,7 @@ func TestNew(t *testing.T) {
 	if cfg.Endpoint.AuthURL != "https://auth.atlassian.com/authorize" || cfg.Endpoint.TokenURL != "https://auth.atlassian.com/oauth/token" {
 		t.Errorf("endpoint = %+v", cfg.Endpoint)
 	}
-	if got := strings.Join(cfg.Scopes, " "); got != "offline_access read:me read:confluence-content.all read:confluence-space.summary write:confluence-content read:page:confluence" {
+	if got := strings.Join(cfg.Scopes, " "); got != "offline_access read:me read:confluence-content.all read:confluence-content.summary read:confluence-space.summary write:confluence-content search:confluence write:confluence-file readonly:content.attachment:confluence read:page:confluence write:page:confluence delete:page:confluence read:space:confluence read:attachment:confluence delete:attachment:confluence" {
 		t.Errorf("default scopes = %q", got)
 	}
 
