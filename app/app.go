@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	}
 	a.verifier, err = auth.NewVerifier(ctx, auth.Options{
 		HS256Secret: []byte(cfg.AuthHS256Secret.Reveal()), JWKSURL: cfg.AuthJWKSURL,
-		Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, Now: now,
+		Issuer: cfg.AuthIssuer, Audience: cfg.AuthAudience, ClockSkew: cfg.AuthClockSkew, Now: now,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("caller authentication: %w", err)

@@ -31,8 +31,11 @@ var (
 const RoleAdmin = "admin"
 
 const (
-	// leeway absorbs clock skew between the token issuer and the broker.
-	leeway = 30 * time.Second
+	// DefaultClockSkew absorbs clock differences between the token issuer
+	// and the broker on exp, nbf and iat; MaxClockSkew bounds the setting,
+	// since a token stays usable that long after it expired.
+	DefaultClockSkew = 30 * time.Second
+	MaxClockSkew     = 5 * time.Minute
 	// minHS256SecretLen: RFC 7518 section 3.2 requires an HS256 key of at
 	// least the hash size, 256 bits.
 	minHS256SecretLen = 32
@@ -64,8 +67,14 @@ type tokenClaims struct {
 type Options struct {
 	HS256Secret []byte
 	JWKSURL     string
-	Issuer      string // when set, "iss" must equal it
-	Audience    string // when set, "aud" must contain it
+	// Issuer and Audience: when set, "iss" must equal Issuer and "aud" must
+	// contain Audience. Both are required with a JWKS URL: an identity
+	// provider signs tokens for many services with the same keys.
+	Issuer   string
+	Audience string
+	// ClockSkew is the tolerance on exp, nbf and iat; 0 means
+	// DefaultClockSkew, and more than MaxClockSkew is refused.
+	ClockSkew time.Duration
 	// HTTPClient fetches the JWKS; nil means a client with a 10 s timeout.
 	HTTPClient *http.Client
 	// Now is the clock for exp, nbf and iat; nil means time.Now.
@@ -93,8 +102,17 @@ func NewVerifier(ctx context.Context, o Options) (*Verifier, error) {
 	if now == nil {
 		now = time.Now
 	}
+	skew := o.ClockSkew
+	if skew == 0 {
+		skew = DefaultClockSkew
+	}
+	if skew < 0 || skew > MaxClockSkew {
+		return nil, fmt.Errorf("auth: clock skew must be between 0 and %s", MaxClockSkew)
+	}
+	// golang-jwt checks exp (required here), nbf when present, and, with
+	// WithIssuedAt, that iat is not in the future, each within the skew.
 	opts := []jwt.ParserOption{
-		jwt.WithLeeway(leeway),
+		jwt.WithLeeway(skew),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(now),
@@ -123,6 +141,9 @@ func NewVerifier(ctx context.Context, o Options) (*Verifier, error) {
 			return func(*jwt.Token) (any, error) { return secret, nil }
 		}
 	case o.JWKSURL != "":
+		if o.Issuer == "" || o.Audience == "" {
+			return nil, errors.New("auth: a JWKS verifier needs an issuer and an audience")
+		}
 		kf, err := newJWKSKeyfunc(ctx, o)
 		if err != nil {
 			return nil, err

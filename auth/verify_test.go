@@ -43,6 +43,26 @@ func sign(t *testing.T, method jwt.SigningMethod, key any, kid string, claims jw
 	return s
 }
 
+// The issuer and audience of the JWKS verifiers, which require both.
+const (
+	testIssuer   = "https://idp.example.com/"
+	testAudience = "tokenbroker"
+)
+
+// idpClaims are claims(changes) as an identity provider issues them to the
+// broker: with its issuer and the broker as audience.
+func idpClaims(changes jwt.MapClaims) jwt.MapClaims {
+	c := claims(jwt.MapClaims{"iss": testIssuer, "aud": testAudience})
+	for k, v := range changes {
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+	}
+	return c
+}
+
 // claims returns valid claims with changes applied; a nil value removes a claim.
 func claims(changes jwt.MapClaims) jwt.MapClaims {
 	c := jwt.MapClaims{
@@ -173,9 +193,13 @@ func TestVerifyIssuerAudience(t *testing.T) {
 
 func TestNewVerifierOptions(t *testing.T) {
 	for name, o := range map[string]Options{
-		"neither":      {},
-		"both":         {HS256Secret: testSecret, JWKSURL: "https://idp.example.com/jwks"},
-		"short secret": {HS256Secret: []byte("too-short")},
+		"neither":               {},
+		"both":                  {HS256Secret: testSecret, JWKSURL: "https://idp.example.com/jwks"},
+		"short secret":          {HS256Secret: []byte("too-short")},
+		"JWKS without issuer":   {JWKSURL: "https://idp.example.com/jwks", Audience: testAudience},
+		"JWKS without audience": {JWKSURL: "https://idp.example.com/jwks", Issuer: testIssuer},
+		"skew too large":        {HS256Secret: testSecret, ClockSkew: 6 * time.Minute},
+		"negative skew":         {HS256Secret: testSecret, ClockSkew: -time.Second},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if v, err := NewVerifier(context.Background(), o); err == nil {
@@ -295,7 +319,7 @@ func TestVerifyJWKS(t *testing.T) {
 		jwk(t, &ecKey.PublicKey, "ec-1", jwkset.AlgES256, ""),
 		jwk(t, &encKey.PublicKey, "rsa-enc", "", jwkset.UseEnc),
 	)
-	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Now: clock, HTTPClient: srv.Client()})
+	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Issuer: testIssuer, Audience: testAudience, Now: clock, HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,19 +340,24 @@ func TestVerifyJWKS(t *testing.T) {
 		token  string
 		reason string
 	}{
-		{"RS256", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", claims(nil)), ""},
-		{"ES256", sign(t, jwt.SigningMethodES256, ecKey, "ec-1", claims(nil)), ""},
-		{"unknown kid", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-9", claims(nil)), "no key to verify it with"},
-		{"HS256 with the PEM public key", sign(t, jwt.SigningMethodHS256, pemKey, "rsa-1", claims(nil)), "bad signature or algorithm"},
-		{"HS256 with the DER public key", sign(t, jwt.SigningMethodHS256, der, "rsa-1", claims(nil)), "bad signature or algorithm"},
-		{"HS256 without kid", sign(t, jwt.SigningMethodHS256, pemKey, "", claims(nil)), "bad signature or algorithm"},
-		{"alg none", sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, "rsa-1", claims(nil)), "bad signature or algorithm"},
-		{"RS384", sign(t, jwt.SigningMethodRS384, rsaKey, "rsa-1", claims(nil)), "bad signature or algorithm"},
-		{"another RSA key", sign(t, jwt.SigningMethodRS256, otherRSA, "rsa-1", claims(nil)), "bad signature or algorithm"},
-		{"ES256 naming the RSA key", sign(t, jwt.SigningMethodES256, ecKey, "rsa-1", claims(nil)), "no key to verify it with"},
-		{"encryption key", sign(t, jwt.SigningMethodRS256, encKey, "rsa-enc", claims(nil)), "no key to verify it with"},
-		{"expired", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", claims(jwt.MapClaims{"exp": t0.Add(-time.Hour).Unix()})), "expired"},
-		{"missing account", sign(t, jwt.SigningMethodES256, ecKey, "ec-1", claims(jwt.MapClaims{"account": nil})), "missing account claim"},
+		{"RS256", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", idpClaims(nil)), ""},
+		{"ES256", sign(t, jwt.SigningMethodES256, ecKey, "ec-1", idpClaims(nil)), ""},
+		{"unknown kid", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-9", idpClaims(nil)), "no key to verify it with"},
+		{"HS256 with the PEM public key", sign(t, jwt.SigningMethodHS256, pemKey, "rsa-1", idpClaims(nil)), "bad signature or algorithm"},
+		{"HS256 with the DER public key", sign(t, jwt.SigningMethodHS256, der, "rsa-1", idpClaims(nil)), "bad signature or algorithm"},
+		{"HS256 without kid", sign(t, jwt.SigningMethodHS256, pemKey, "", idpClaims(nil)), "bad signature or algorithm"},
+		{"alg none", sign(t, jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, "rsa-1", idpClaims(nil)), "bad signature or algorithm"},
+		{"RS384", sign(t, jwt.SigningMethodRS384, rsaKey, "rsa-1", idpClaims(nil)), "bad signature or algorithm"},
+		{"another RSA key", sign(t, jwt.SigningMethodRS256, otherRSA, "rsa-1", idpClaims(nil)), "bad signature or algorithm"},
+		{"ES256 naming the RSA key", sign(t, jwt.SigningMethodES256, ecKey, "rsa-1", idpClaims(nil)), "no key to verify it with"},
+		{"encryption key", sign(t, jwt.SigningMethodRS256, encKey, "rsa-enc", idpClaims(nil)), "no key to verify it with"},
+		{"expired", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", idpClaims(jwt.MapClaims{"exp": t0.Add(-time.Hour).Unix()})), "expired"},
+		{"missing account", sign(t, jwt.SigningMethodES256, ecKey, "ec-1", idpClaims(jwt.MapClaims{"account": nil})), "missing account claim"},
+		{"another service's token", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", idpClaims(jwt.MapClaims{"aud": "billing"})), "wrong audience"},
+		{"another issuer", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", idpClaims(jwt.MapClaims{"iss": "https://other.example.com/"})), "wrong issuer"},
+		{"no audience", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", idpClaims(jwt.MapClaims{"aud": nil})), "missing aud claim"},
+		{"not yet valid", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", idpClaims(jwt.MapClaims{"nbf": t0.Add(5 * time.Minute).Unix()})), "not valid yet"},
+		{"issued in the future", sign(t, jwt.SigningMethodRS256, rsaKey, "rsa-1", idpClaims(jwt.MapClaims{"iat": t0.Add(5 * time.Minute).Unix()})), "issued in the future"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := v.Verify(tc.token)
@@ -355,13 +384,13 @@ func TestVerifyConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newJWKSServer(t, jwk(t, &key.PublicKey, "k1", jwkset.AlgES256, jwkset.UseSig))
-	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Now: clock})
+	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Issuer: testIssuer, Audience: testAudience, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(v.Close)
-	good := sign(t, jwt.SigningMethodES256, key, "k1", claims(nil))
-	bad := sign(t, jwt.SigningMethodES256, key, "k1", claims(jwt.MapClaims{"exp": t0.Add(-time.Hour).Unix()}))
+	good := sign(t, jwt.SigningMethodES256, key, "k1", idpClaims(nil))
+	bad := sign(t, jwt.SigningMethodES256, key, "k1", idpClaims(jwt.MapClaims{"exp": t0.Add(-time.Hour).Unix()}))
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -390,7 +419,7 @@ func TestVerifyJWKSRotationAndUnknownKids(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := newJWKSServer(t, jwk(t, &key1.PublicKey, "k1", jwkset.AlgES256, jwkset.UseSig))
-	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Now: clock})
+	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Issuer: testIssuer, Audience: testAudience, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +431,7 @@ func TestVerifyJWKSRotationAndUnknownKids(t *testing.T) {
 	// The IdP rotates: a token with the new kid makes the verifier fetch
 	// again at once.
 	srv.set(t, jwk(t, &key1.PublicKey, "k1", jwkset.AlgES256, jwkset.UseSig), jwk(t, &key2.PublicKey, "k2", jwkset.AlgES256, jwkset.UseSig))
-	if _, err := v.Verify(sign(t, jwt.SigningMethodES256, key2, "k2", claims(nil))); err != nil {
+	if _, err := v.Verify(sign(t, jwt.SigningMethodES256, key2, "k2", idpClaims(nil))); err != nil {
 		t.Fatalf("token with the rotated-in key: %v", err)
 	}
 	if n := srv.fetches.Load(); n != 2 {
@@ -413,7 +442,7 @@ func TestVerifyJWKSRotationAndUnknownKids(t *testing.T) {
 	// waiting: further unknown kids fail at once without a fetch.
 	start := time.Now()
 	for i := range 5 {
-		tok := sign(t, jwt.SigningMethodES256, key2, "made-up-"+string(rune('a'+i)), claims(nil))
+		tok := sign(t, jwt.SigningMethodES256, key2, "made-up-"+string(rune('a'+i)), idpClaims(nil))
 		if _, err := v.Verify(tok); !errors.Is(err, ErrInvalidToken) {
 			t.Fatalf("unknown kid: error = %v", err)
 		}
@@ -437,11 +466,31 @@ func TestNewVerifierJWKSUnavailable(t *testing.T) {
 	closed.Close()
 	for name, u := range map[string]string{"503": failing.URL, "connection refused": closed.URL} {
 		t.Run(name, func(t *testing.T) {
-			v, err := NewVerifier(context.Background(), Options{JWKSURL: u})
+			v, err := NewVerifier(context.Background(), Options{JWKSURL: u, Issuer: testIssuer, Audience: testAudience})
 			if err == nil {
 				v.Close()
 				t.Fatal("NewVerifier() succeeded without keys")
 			}
 		})
+	}
+}
+
+// TestClockSkewIsASetting: the tolerance on exp, nbf and iat is the
+// verifier's ClockSkew, not a constant.
+func TestClockSkewIsASetting(t *testing.T) {
+	hs := func(c jwt.MapClaims) string { return sign(t, jwt.SigningMethodHS256, testSecret, "", claims(c)) }
+	expired90s := hs(jwt.MapClaims{"exp": t0.Add(-90 * time.Second).Unix()})
+	nbf90s := hs(jwt.MapClaims{"nbf": t0.Add(90 * time.Second).Unix()})
+	iat90s := hs(jwt.MapClaims{"iat": t0.Add(90 * time.Second).Unix()})
+	for _, tc := range []struct {
+		skew time.Duration
+		ok   bool
+	}{{0, false}, {time.Minute, false}, {2 * time.Minute, true}} {
+		v := newHS256(t, Options{ClockSkew: tc.skew})
+		for name, tok := range map[string]string{"exp 90 s ago": expired90s, "nbf in 90 s": nbf90s, "iat in 90 s": iat90s} {
+			if _, err := v.Verify(tok); (err == nil) != tc.ok {
+				t.Errorf("skew %v, %s: error = %v, want accepted=%v", tc.skew, name, err, tc.ok)
+			}
+		}
 	}
 }

@@ -32,8 +32,11 @@ type Config struct {
 	// Exactly one of AuthHS256Secret and AuthJWKSURL is set.
 	AuthHS256Secret Secret
 	AuthJWKSURL     string
-	AuthIssuer      string // checked against "iss" when set
-	AuthAudience    string // checked against "aud" when set
+	AuthIssuer      string // checked against "iss"; required with a JWKS URL
+	AuthAudience    string // checked against "aud"; required with a JWKS URL
+	// AuthAllowInsecureJWKSURL permits an http:// JWKS URL.
+	AuthAllowInsecureJWKSURL bool
+	AuthClockSkew            time.Duration // tolerance on exp, nbf and iat
 
 	ReturnURLs []string
 	StateTTL   time.Duration

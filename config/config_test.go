@@ -72,6 +72,7 @@ func TestLoadDefaults(t *testing.T) {
 		LogLevel:                       slog.LevelInfo,
 		LogFormat:                      "json",
 		AuthHS256Secret:                testSecret,
+		AuthClockSkew:                  30 * time.Second,
 		StateTTL:                       10 * time.Minute,
 		DataDir:                        "./data",
 		VaultMount:                     "secret",
@@ -148,6 +149,7 @@ func validYAMLConfig() *Config {
 		AuthJWKSURL:                    "https://idp.example.com/.well-known/jwks.json",
 		AuthIssuer:                     "https://idp.example.com/",
 		AuthAudience:                   "tokenbroker",
+		AuthClockSkew:                  30 * time.Second,
 		ReturnURLs:                     []string{"https://app.example.com/settings/integrations", "https://admin.example.com/"},
 		StateTTL:                       5 * time.Minute,
 		DataDir:                        "./data",
@@ -409,5 +411,54 @@ func TestProduction(t *testing.T) {
 		if got := tc.c.Production(); got != tc.want {
 			t.Errorf("%+v.Production() = %v, want %v", tc.c, got, tc.want)
 		}
+	}
+}
+
+// TestJWKSModeIsStrict: with a JWKS URL (keys from an identity provider that
+// may sign tokens for many services), the issuer and audience must be named,
+// the key set comes over https unless explicitly allowed, and the clock skew
+// tolerated on exp, nbf and iat is a bounded setting. HS256 (a secret shared
+// with the broker alone) keeps issuer and audience optional.
+func TestJWKSModeIsStrict(t *testing.T) {
+	jwks := map[string]string{
+		"BROKER_AUTH_JWKS_URL": "https://idp.example.com/jwks",
+		"BROKER_AUTH_ISSUER":   "https://idp.example.com/",
+		"BROKER_AUTH_AUDIENCE": "tokenbroker",
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string // "" when valid
+	}{
+		{"complete", jwks, ""},
+		{"no issuer", with(jwks, map[string]string{"BROKER_AUTH_ISSUER": ""}),
+			"BROKER_AUTH_ISSUER: required with BROKER_AUTH_JWKS_URL: an identity provider signs tokens for other services too"},
+		{"no audience", with(jwks, map[string]string{"BROKER_AUTH_AUDIENCE": ""}),
+			"BROKER_AUTH_AUDIENCE: required with BROKER_AUTH_JWKS_URL: an identity provider signs tokens for other services too"},
+		{"plain http", with(jwks, map[string]string{"BROKER_AUTH_JWKS_URL": "http://idp.example.com/jwks"}),
+			`BROKER_AUTH_JWKS_URL: "http://idp.example.com/jwks" must use https (BROKER_AUTH_ALLOW_INSECURE_JWKS_URL permits http)`},
+		{"plain http allowed", with(jwks, map[string]string{"BROKER_AUTH_JWKS_URL": "http://idp.svc:8080/jwks", "BROKER_AUTH_ALLOW_INSECURE_JWKS_URL": "true"}), ""},
+		{"HS256 without issuer or audience", map[string]string{"BROKER_AUTH_HS256_SECRET": testSecret}, ""},
+		{"skew too large", with(jwks, map[string]string{"BROKER_AUTH_CLOCK_SKEW": "10m"}),
+			`BROKER_AUTH_CLOCK_SKEW: must be between 1s and 5m0s, got "10m0s"`},
+		{"skew zero", with(jwks, map[string]string{"BROKER_AUTH_CLOCK_SKEW": "0s"}),
+			`BROKER_AUTH_CLOCK_SKEW: must be between 1s and 5m0s, got "0s"`},
+		{"skew set", with(jwks, map[string]string{"BROKER_AUTH_CLOCK_SKEW": "2m"}), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load(env(tc.env))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Load() error = %v", err)
+			case tc.want != "" && (err == nil || err.Error() != tc.want):
+				t.Fatalf("Load() error = %v\nwant %s", err, tc.want)
+			}
+			if tc.name == "skew set" && c.AuthClockSkew != 2*time.Minute {
+				t.Errorf("AuthClockSkew = %v", c.AuthClockSkew)
+			}
+			if tc.name == "complete" && c.AuthClockSkew != 30*time.Second {
+				t.Errorf("default AuthClockSkew = %v, want 30s", c.AuthClockSkew)
+			}
+		})
 	}
 }

@@ -115,11 +115,35 @@ func (c *Config) validateAuth() error {
 		return fieldErrorf("BROKER_AUTH_HS256_SECRET", "one of BROKER_AUTH_HS256_SECRET or BROKER_AUTH_JWKS_URL is required")
 	case c.AuthHS256Secret != "" && len(c.AuthHS256Secret) < minHS256SecretLen:
 		return fieldErrorf("BROKER_AUTH_HS256_SECRET", "too short: at least %d bytes are required", minHS256SecretLen)
-	case c.AuthJWKSURL != "":
-		return checkURL("BROKER_AUTH_JWKS_URL", c.AuthJWKSURL)
+	}
+	if c.AuthClockSkew < time.Second || c.AuthClockSkew > maxClockSkew {
+		return fieldErrorf("BROKER_AUTH_CLOCK_SKEW", "must be between 1s and %s, got %q", maxClockSkew, c.AuthClockSkew.String())
+	}
+	if c.AuthJWKSURL == "" {
+		return nil
+	}
+	if err := checkURL("BROKER_AUTH_JWKS_URL", c.AuthJWKSURL); err != nil {
+		return err
+	}
+	if u, _ := url.Parse(c.AuthJWKSURL); u.Scheme != "https" && !c.AuthAllowInsecureJWKSURL {
+		return fieldErrorf("BROKER_AUTH_JWKS_URL", "%q must use https (BROKER_AUTH_ALLOW_INSECURE_JWKS_URL permits http)", c.AuthJWKSURL)
+	}
+	// An identity provider signs tokens for many services with the same keys:
+	// without an issuer and an audience, a token minted for another service
+	// of the same provider would be accepted here.
+	if c.AuthIssuer == "" {
+		return fieldErrorf("BROKER_AUTH_ISSUER", "required with BROKER_AUTH_JWKS_URL: an identity provider signs tokens for other services too")
+	}
+	if c.AuthAudience == "" {
+		return fieldErrorf("BROKER_AUTH_AUDIENCE", "required with BROKER_AUTH_JWKS_URL: an identity provider signs tokens for other services too")
 	}
 	return nil
 }
+
+// maxClockSkew bounds BROKER_AUTH_CLOCK_SKEW: a larger tolerance keeps an
+// expired token usable that long, and clocks synchronised by NTP differ by
+// far less.
+const maxClockSkew = 5 * time.Minute
 
 func (c *Config) validateStores() error {
 	if !c.Production() && c.DataDir == "" {

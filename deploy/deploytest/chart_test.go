@@ -660,7 +660,7 @@ dependencies:
 `, chart),
 		"values.yaml": `tokenbroker:
   deployment: {enabled: false}
-  config: {BROKER_AUTH_JWKS_URL: "https://idp.example.com/jwks"}
+  config: {BROKER_AUTH_JWKS_URL: "https://idp.example.com/jwks", BROKER_AUTH_ISSUER: "https://idp.example.com/", BROKER_AUTH_AUDIENCE: tokenbroker}
 `,
 		"templates/deployment.yaml": `apiVersion: apps/v1
 kind: Deployment
