@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -181,4 +183,119 @@ func answerOf(res *models.ResponseScheme) string {
 		return "no answer"
 	}
 	return strconv.Itoa(res.Code) + " " + res.Bytes.String()
+}
+
+// snCall is a ServiceNow REST call through the broker with nothing but
+// net/http: the broker's /proxy/servicenow in place of the instance, and the
+// caller's JWT in place of a ServiceNow token.
+func snCall(ctx context.Context, method, brokerURL, path, jwt string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, brokerURL+"/proxy/servicenow"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+jwt)
+	req.Header.Set("Accept", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// TestServiceNowPlainClientThroughTheBroker: the Table and Attachment APIs
+// with a plain HTTP client: create and update a record, upload a 2 MiB
+// attachment right after the instance stopped accepting the token (one
+// refresh, the caller's retry works), follow the rewritten Location, download
+// the same bytes, delete; a user-level connection through X-Broker-User.
+func TestServiceNowPlainClientThroughTheBroker(t *testing.T) {
+	e := brokertest.Start(t, brokertest.WithSim(bigLog))
+	e.MustConnect(e.Admin(acme), "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
+	jwt := e.Token(acme, "ticket-sync")
+	ctx := context.Background()
+	call := func(method, path string, body io.Reader, ctype string, want int) (http.Header, map[string]any) {
+		t.Helper()
+		res, err := snCall(ctx, method, e.URL, path, jwt, body, ctype)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, res.StatusCode, b, want)
+		}
+		var out struct{ Result map[string]any }
+		_ = json.Unmarshal(b, &out)
+		return res.Header, out.Result
+	}
+	_, rec := call(http.MethodPost, "/api/now/table/incident", strings.NewReader(`{"short_description":"printer on fire"}`), "application/json", http.StatusCreated)
+	id, _ := rec["sys_id"].(string)
+	call(http.MethodPatch, "/api/now/table/incident/"+id, strings.NewReader(`{"state":"2"}`), "application/json", http.StatusOK)
+
+	file := make([]byte, 2<<20)
+	_, _ = rand.Read(file)
+	upload := "/api/now/attachment/file?table_name=incident&table_sys_id=" + id + "&file_name=dump.bin"
+	e.Sim.ExpireAccessTokens("servicenow")
+	before := e.Sim.Counters().ServiceNow.TokenCalls.RefreshToken
+	hdr, _ := call(http.MethodPost, upload, bytes.NewReader(file), "application/octet-stream", http.StatusUnauthorized)
+	if hdr.Get("X-Broker-Retry") != "refreshed" || hdr.Get("X-Broker-Error") != "" {
+		t.Fatalf("the refused upload: X-Broker-Retry %q, X-Broker-Error %q", hdr.Get("X-Broker-Retry"), hdr.Get("X-Broker-Error"))
+	}
+	hdr, att := call(http.MethodPost, upload, bytes.NewReader(file), "application/octet-stream", http.StatusCreated)
+	if n := e.Sim.Counters().ServiceNow.TokenCalls.RefreshToken - before; n != 1 {
+		t.Errorf("refreshes = %d, want exactly 1", n)
+	}
+	attID, _ := att["sys_id"].(string)
+	loc := hdr.Get("Location")
+	if loc != e.URL+"/proxy/servicenow/api/now/attachment/"+attID {
+		t.Fatalf("Location = %q, want the broker's URL of the attachment", loc)
+	}
+	// download_link is in the body, which the broker does not rewrite.
+	if att["download_link"] != e.Sim.ServiceNowURL("acme")+"/api/now/attachment/"+attID+"/file" {
+		t.Errorf("download_link = %v", att["download_link"])
+	}
+	_, meta := call(http.MethodGet, strings.TrimPrefix(loc, e.URL+"/proxy/servicenow"), nil, "", http.StatusOK)
+	if meta["size_bytes"] != strconv.Itoa(len(file)) {
+		t.Errorf("attachment record: %v", meta)
+	}
+	res, err := snCall(ctx, http.MethodGet, e.URL, "/api/now/attachment/"+attID+"/file", jwt, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !bytes.Equal(got, file) {
+		t.Fatalf("download: %d, %d bytes, want the %d uploaded", res.StatusCode, len(got), len(file))
+	}
+	call(http.MethodDelete, "/api/now/attachment/"+attID, nil, "", http.StatusNoContent)
+	call(http.MethodDelete, "/api/now/table/incident/"+id, nil, "", http.StatusNoContent)
+
+	// A user-level connection: the same call, with X-Broker-User.
+	e.MustConnect(e.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/proxy/servicenow/api/now/table/incident?sysparm_limit=1", nil)
+	req.Header.Set("Authorization", "Bearer "+jwt)
+	req.Header.Set("X-Broker-User", "u1") // the user-level connection of user u1
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	userTok := stored(t, e, broker.Key{Account: acme, Vendor: "servicenow", UserID: "u1"}).Tokens.AccessToken
+	if res.StatusCode != http.StatusOK || e.Sim.LastAPIRequests(1)[0].Bearer != userTok {
+		t.Errorf("user-level call: %d, vendor saw %q", res.StatusCode, e.Sim.LastAPIRequests(1)[0].Bearer)
+	}
+	// A user without a connection is the broker's own 404.
+	req.Header.Set("X-Broker-User", "nobody")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNotFound || res.Header.Get("X-Broker-Error") != "not_connected" {
+		t.Errorf("unknown user: %d %q", res.StatusCode, res.Header.Get("X-Broker-Error"))
+	}
+
+	for _, r := range e.Sim.LastAPIRequests(0) {
+		if strings.Contains(strings.Join(r.Header.Values("Authorization"), " "), jwt) {
+			t.Fatalf("the caller's JWT reached the instance: %s %s", r.Method, r.Path)
+		}
+	}
 }
