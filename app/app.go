@@ -34,6 +34,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/vendors/confluence"
 	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
 	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 // Options are what a process needs besides its configuration.
@@ -49,14 +50,16 @@ type Options struct {
 
 // App is one running broker.
 type App struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	store    broker.Store
-	health   func(context.Context) map[string]error // each backing store's reachability
-	broker   *broker.Broker
-	verifier *auth.Verifier
-	runner   *broker.Runner
+	cfg       *config.Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	store     broker.Store
+	health    func(context.Context) map[string]error // each backing store's reachability
+	broker    *broker.Broker
+	verifier  *auth.Verifier
+	runner    *broker.Runner
+	webhooks  *webhook.Service
+	stopHooks func()
 
 	routes       gin.RoutesInfo
 	api, ops     *http.Server
@@ -125,6 +128,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if err != nil {
 		return nil, err
 	}
+	if a.webhooks, err = a.newWebhooks(raw, o.Resolver, log, now); err != nil {
+		return nil, err
+	}
 	public, err := url.Parse(cfg.PublicURL)
 	if err != nil {
 		return nil, fmt.Errorf("BROKER_PUBLIC_URL: %w", err)
@@ -132,7 +138,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	a.broker, err = broker.New(broker.Options{
 		Store: a.store, Vendors: vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
 		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, RefreshMargin: cfg.RefreshMargin,
-		VendorTimeout: cfg.VendorTimeout, ExpiryWarning: cfg.ExpiryWarning,
+		VendorTimeout: cfg.VendorTimeout, ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks,
 		Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
@@ -178,6 +184,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		Authenticate: auth.Middleware(a.verifier, authError),
 		Caller:       callerOf,
 		Proxy:        px.Handle,
+		Webhooks:     a.webhooks,
 		Admin:        console.Handler(),
 		// proxy.Recovery, not gin's: gin's swallows http.ErrAbortHandler,
 		// which must reach net/http to cut a broken stream.
@@ -352,6 +359,10 @@ func (a *App) Start(ctx context.Context) error {
 	if a.opsLn, err = net.Listen("tcp", a.cfg.MetricsAddr); err != nil {
 		return fmt.Errorf("BROKER_METRICS_ADDR: %w", err)
 	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); a.webhooks.Run(hctx) }()
+	a.stopHooks = func() { cancel(); <-done }
 	go a.serve(a.api, a.apiLn)
 	go a.serve(a.ops, a.opsLn)
 	a.ready.Store(true)
@@ -410,6 +421,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 		// Refreshes in flight finish and their results are written before the
 		// store closes: a rotated refresh token must not die with the process.
 		errs = append(errs, a.runner.Shutdown(ctx))
+	}
+	if a.stopHooks != nil {
+		a.stopHooks()
 	}
 	if a.ops != nil {
 		errs = append(errs, a.ops.Shutdown(ctx))

@@ -64,6 +64,11 @@ type Config struct {
 	AllowInsecureVendorURLs bool
 	RefreshMargin           time.Duration
 	ExpiryWarning           time.Duration
+
+	WebhookRetryPeriod      time.Duration
+	WebhookMinBackoff       time.Duration
+	WebhookMaxBackoff       time.Duration
+	WebhookAllowPrivateURLs bool
 	ProxyMaxReplayBody      int64 // bytes
 
 	ServiceNowClientID             string

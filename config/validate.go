@@ -76,6 +76,18 @@ func (c *Config) Validate() error {
 	if err := checkPositive("BROKER_EXPIRY_WARNING", c.ExpiryWarning); err != nil {
 		return err
 	}
+	for _, d := range []struct {
+		env string
+		d   time.Duration
+	}{{"BROKER_WEBHOOK_RETRY_PERIOD", c.WebhookRetryPeriod}, {"BROKER_WEBHOOK_MIN_BACKOFF", c.WebhookMinBackoff},
+		{"BROKER_WEBHOOK_MAX_BACKOFF", c.WebhookMaxBackoff}} {
+		if err := checkPositive(d.env, d.d); err != nil {
+			return err
+		}
+	}
+	if c.WebhookMaxBackoff < c.WebhookMinBackoff {
+		return fieldErrorf("BROKER_WEBHOOK_MAX_BACKOFF", "must not be shorter than BROKER_WEBHOOK_MIN_BACKOFF")
+	}
 	if c.ProxyMaxReplayBody < 0 {
 		return fieldErrorf("BROKER_PROXY_MAX_REPLAY_BYTES", "must not be negative, got %d", c.ProxyMaxReplayBody)
 	}

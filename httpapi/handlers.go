@@ -38,6 +38,20 @@ func parseBool(c *gin.Context, name string) (bool, bool) {
 	return false, false
 }
 
+// parseLimit reads an optional positive page size; 0 means the default.
+func parseLimit(c *gin.Context) (int, bool) {
+	raw, ok := c.GetQuery("limit")
+	if !ok {
+		return 0, true
+	}
+	n, err := strconv.Atoi(raw)
+	if err != nil || n <= 0 {
+		abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, "limit must be a positive integer")
+		return 0, false
+	}
+	return n, true
+}
+
 func (h *handlers) status(c *gin.Context) {
 	who, ok := h.mustCaller(c)
 	if !ok {
@@ -65,14 +79,9 @@ func (h *handlers) users(c *gin.Context) {
 	if !ok {
 		return
 	}
-	limit := 0
-	if raw, ok := c.GetQuery("limit"); ok {
-		n, err := strconv.Atoi(raw)
-		if err != nil || n <= 0 {
-			abort(c, http.StatusBadRequest, broker.CodeInvalidRequest, "limit must be a positive integer")
-			return
-		}
-		limit = n
+	limit, ok := parseLimit(c)
+	if !ok {
+		return
 	}
 	page, err := h.b.UserStatuses(c.Request.Context(), who, c.Param("vendor"), c.Query("cursor"), limit)
 	if err != nil {

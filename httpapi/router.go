@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 // proxyMethods are the methods the proxy forwards.
@@ -29,6 +30,8 @@ type Options struct {
 	Authenticate gin.HandlerFunc
 	// Caller reads what Authenticate established.
 	Caller func(c *gin.Context) (broker.Caller, bool)
+	// Webhooks serves /v1/account/webhooks; nil leaves the routes out.
+	Webhooks *webhook.Service
 	// Proxy handles /proxy/:vendor/*path; nil leaves the route out.
 	Proxy gin.HandlerFunc
 	// Admin serves the console under /admin/; nil leaves it out.
@@ -70,6 +73,15 @@ func New(o Options) (*gin.Engine, error) {
 	v1.GET("/:vendor/config", h.getConfig)
 	v1.PUT("/:vendor/config", h.putConfig)
 
+	if o.Webhooks != nil {
+		w := &webhookHandlers{h: h, s: o.Webhooks}
+		wh := r.Group("/v1/account/webhooks", o.Authenticate)
+		wh.POST("", w.create)
+		wh.GET("", w.list)
+		wh.DELETE("/:id", w.delete)
+		wh.POST("/:id/rotate-secret", w.rotate)
+		wh.GET("/:id/deliveries", w.deliveries)
+	}
 	if o.Proxy != nil {
 		// Explicit methods: CONNECT and TRACE have no place in a vendor API.
 		r.Match(proxyMethods(), "/proxy/:vendor/*path", o.Authenticate, o.Proxy)

@@ -17,6 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/store/storetest"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 func newKey(t *testing.T) []byte {
@@ -38,6 +39,9 @@ func open(t *testing.T, o embedded.Options) *embedded.Store {
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) broker.Store {
+		return open(t, embedded.Options{Dir: t.TempDir(), Key: newKey(t)})
+	})
+	storetest.RunWebhooks(t, func(t *testing.T) webhook.Store {
 		return open(t, embedded.Options{Dir: t.TempDir(), Key: newKey(t)})
 	})
 	storetest.RunUserSummaries(t, func(t *testing.T) storetest.UserIndex {

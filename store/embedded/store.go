@@ -156,7 +156,8 @@ func Open(o Options) (*Store, error) {
 
 // initialize creates the buckets and checks the key against the marker.
 func (s *Store) initialize(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketConnections, bucketClients, bucketStates, bucketMeta} {
+	for _, name := range [][]byte{bucketConnections, bucketClients, bucketStates, bucketMeta,
+		bucketEndpoints, bucketOutbox, bucketSeen, bucketAttempts} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -218,6 +219,9 @@ func (s *Store) runJanitor() {
 		case <-s.stop:
 			return
 		case <-t.C:
+			if err := s.sweepSeen(); err != nil {
+				s.log.Error("sweep webhook event ids", "err", err)
+			}
 			n, err := s.sweepStates()
 			if err != nil {
 				s.log.Error("sweep expired oauth states", "err", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/store/redisstore"
 	"github.com/tokenbroker/tokenbroker/store/vaultstore"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 // Store composes the Vault and Redis stores into a broker.Store.
@@ -197,6 +198,9 @@ func (s *Store) Summary(ctx context.Context, account, vendor string) (broker.Sum
 func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string, limit int) ([]broker.Connection, error) {
 	return s.redis.UserSummaries(ctx, account, vendor, after, limit)
 }
+
+// Webhooks is the webhook outbox, which lives in Redis.
+func (s *Store) Webhooks() webhook.Store { return s.redis }
 
 // Ready reports both stores.
 func (s *Store) Ready(ctx context.Context) error {

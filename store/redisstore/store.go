@@ -94,6 +94,7 @@ type Store struct {
 	// The two lease scripts; see leases.go for why scripts and not a lock
 	// library. Fields, not package variables: no global state.
 	renewScript, releaseScript *goredis.Script
+	enqueueScript, popScript   *goredis.Script
 
 	mu      sync.Mutex
 	closed  bool
@@ -132,6 +133,8 @@ func New(o Options) (*Store, error) {
 		log:           o.Logger,
 		renewScript:   goredis.NewScript(renewLua),
 		releaseScript: goredis.NewScript(releaseLua),
+		enqueueScript: goredis.NewScript(enqueueLua),
+		popScript:     goredis.NewScript(popLua),
 		leases:        map[*lease]struct{}{},
 		done:          make(chan struct{}),
 	}, nil

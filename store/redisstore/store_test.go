@@ -17,6 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/store/redisstore"
 	"github.com/tokenbroker/tokenbroker/store/storetest"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 // waitFor bounds every wait on a goroutine or on Redis; only reached on
@@ -89,6 +90,9 @@ func TestConformance(t *testing.T) {
 		prefix := "conformance" + strings.Repeat("x", int(n.Add(1))) // distinct, and never a prefix glob
 		rs := open(t, addr, redisstore.Options{Prefix: prefix})
 		return combined{ConnectionStore: emb, ClientStore: emb, Store: rs}
+	})
+	storetest.RunWebhooks(t, func(t *testing.T) webhook.Store {
+		return open(t, addr, redisstore.Options{Prefix: "wh" + strings.Repeat("x", int(n.Add(1)))})
 	})
 	storetest.RunUserSummaries(t, func(t *testing.T) storetest.UserIndex {
 		rs := open(t, addr, redisstore.Options{Prefix: "users" + strings.Repeat("x", int(n.Add(1)))})

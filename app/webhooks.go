@@ -1,0 +1,38 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/egress"
+	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
+	"github.com/tokenbroker/tokenbroker/webhook"
+)
+
+// webhookDeliveryTimeout bounds one delivery; receivers should answer at
+// once and work later.
+const webhookDeliveryTimeout = 15 * time.Second
+
+// newWebhooks builds the webhook service on the store's outbox. Deliveries
+// dial through their own egress dialer: a receiver is not a vendor, and
+// BROKER_WEBHOOK_ALLOW_PRIVATE_URLS admits in-cluster receivers without
+// opening vendor calls to private addresses.
+func (a *App) newWebhooks(raw broker.Store, resolver *net.Resolver, log *slog.Logger, now func() time.Time) (*webhook.Service, error) {
+	ws, ok := raw.(interface{ Webhooks() webhook.Store })
+	if !ok {
+		return nil, fmt.Errorf("the store has no webhook outbox")
+	}
+	allow := a.cfg.WebhookAllowPrivateURLs || a.cfg.AllowInsecureVendorURLs
+	dial := egress.New(egress.Options{AllowPrivate: allow, Resolver: resolver,
+		Timeout: vendorDialTimeout, KeepAlive: 30 * time.Second})
+	hc := vendorhttp.NoRedirects(&http.Client{Timeout: webhookDeliveryTimeout, Transport: vendorTransport(dial.DialContext)})
+	return webhook.New(webhook.Options{
+		Store: ws.Webhooks(), Leaser: a.store, HTTPClient: hc, AllowPrivate: allow,
+		RetryPeriod: a.cfg.WebhookRetryPeriod, MinBackoff: a.cfg.WebhookMinBackoff, MaxBackoff: a.cfg.WebhookMaxBackoff,
+		Logger: log, Registerer: a.reg, Now: now,
+	})
+}
