@@ -257,6 +257,10 @@ func vendorTransport(dial func(ctx context.Context, network, addr string) (net.C
 	// transport: that is how operators route outbound traffic.
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = dial
+	// Bodies are bounded by vendorhttp.NoRedirects; headers here (net/http's
+	// default allows 10 MB). Token and identity answers carry a few hundred
+	// bytes of headers.
+	t.MaxResponseHeaderBytes = 64 << 10
 	return t
 }
 

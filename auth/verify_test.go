@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -52,15 +53,9 @@ const (
 // idpClaims are claims(changes) as an identity provider issues them to the
 // broker: with its issuer and the broker as audience.
 func idpClaims(changes jwt.MapClaims) jwt.MapClaims {
-	c := claims(jwt.MapClaims{"iss": testIssuer, "aud": testAudience})
-	for k, v := range changes {
-		if v == nil {
-			delete(c, k)
-		} else {
-			c[k] = v
-		}
-	}
-	return c
+	all := jwt.MapClaims{"iss": testIssuer, "aud": testAudience}
+	maps.Copy(all, changes)
+	return claims(all)
 }
 
 // claims returns valid claims with changes applied; a nil value removes a claim.

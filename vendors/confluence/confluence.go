@@ -504,7 +504,8 @@ func (v *Vendor) getJSON(ctx context.Context, rawURL string, tok *oauth2.Token, 
 	if resp.StatusCode != http.StatusOK {
 		return &statusError{status: resp.StatusCode, failure: resp.Header.Get("X-Failure-Category")}
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(dst); err != nil {
+	// v.hc (vendorhttp.NoRedirects) fails a body over vendorhttp.MaxAnswer.
+	if err := json.NewDecoder(resp.Body).Decode(dst); err != nil {
 		return fmt.Errorf("decode answer: %w", err)
 	}
 	return nil

@@ -321,7 +321,8 @@ func (v *Vendor) getJSON(ctx context.Context, rawURL string, tok *oauth2.Token, 
 	if resp.StatusCode != http.StatusOK {
 		return &statusError{status: resp.StatusCode}
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxBody)).Decode(dst); err != nil {
+	// v.hc (vendorhttp.NoRedirects) fails a body over vendorhttp.MaxAnswer.
+	if err := json.NewDecoder(resp.Body).Decode(dst); err != nil {
 		// A hibernating developer instance answers 200 with an HTML page.
 		return fmt.Errorf("decode answer (%s): %w", resp.Header.Get("Content-Type"), err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
+	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
 	"github.com/tokenbroker/tokenbroker/vendors/vendortest"
 )
 
@@ -434,6 +435,18 @@ func TestIdentify(t *testing.T) {
 				t.Errorf("fallback called %d times, want %d", fallbacks, want)
 			}
 		})
+	}
+}
+
+// TestIdentifyAnswerTooLarge: an identity answer over the size limit fails
+// with ErrAnswerTooLarge, not as a truncated, undecodable answer.
+func TestIdentifyAnswerTooLarge(t *testing.T) {
+	_, v, inst := fake(t, map[string]vendortest.Reply{
+		tableRoute: vendortest.JSON(`{"result":[{"sys_id":"` + strings.Repeat("a", vendorhttp.MaxAnswer) + `"}]}`),
+	})
+	_, _, err := v.Identify(t.Context(), inst, &oauth2.Token{AccessToken: accessToken, TokenType: "Bearer"})
+	if !errors.Is(err, vendorhttp.ErrAnswerTooLarge) {
+		t.Fatalf("Identify error = %v, want ErrAnswerTooLarge", err)
 	}
 }
 

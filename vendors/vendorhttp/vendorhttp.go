@@ -3,6 +3,8 @@
 package vendorhttp
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 )
@@ -10,11 +12,25 @@ import (
 // DefaultTimeout bounds one vendor call when the caller gave no client.
 const DefaultTimeout = 30 * time.Second
 
+// MaxAnswer bounds the body of every answer to a call the broker makes on its
+// own behalf (token, identity, sites, revoke). Token answers are a few hundred
+// bytes and identity answers a few KiB; a user with hundreds of Atlassian
+// sites stays far below it. x/oauth2 and the vendor packages each stop
+// reading at 1 MiB too, but silently, so that a truncated answer fails as
+// "invalid JSON"; this limit names the cause.
+const MaxAnswer = 1 << 20
+
+// ErrAnswerTooLarge is the error of a vendor answer over MaxAnswer. Calls
+// that fail with it are transient failures, never a verdict on a token.
+var ErrAnswerTooLarge = fmt.Errorf("vendor answer larger than %d bytes", MaxAnswer)
+
 // NoRedirects returns a copy of hc (or a client with DefaultTimeout) that
-// does not follow redirects. Vendor APIs answer in place: a redirect means an
-// instance asleep or a login page, and following it would carry a bearer
-// token, or replay a form with the client secret (a 307 after a revoke), to
-// wherever it points.
+// does not follow redirects and whose answers are bounded by MaxAnswer.
+// Vendor APIs answer in place: a redirect means an instance asleep or a login
+// page, and following it would carry a bearer token, or replay a form with
+// the client secret (a 307 after a revoke), to wherever it points. It is
+// meant for the broker's own vendor calls, not for proxied traffic, which
+// streams.
 func NoRedirects(hc *http.Client) *http.Client {
 	c := &http.Client{Timeout: DefaultTimeout}
 	if hc != nil {
@@ -22,5 +38,52 @@ func NoRedirects(hc *http.Client) *http.Client {
 		c = &copied
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	if _, done := c.Transport.(limitAnswers); !done {
+		rt := c.Transport
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		c.Transport = limitAnswers{rt}
+	}
 	return c
 }
+
+// limitAnswers refuses answers whose body is larger than MaxAnswer: at once
+// when Content-Length says so, otherwise when the reader gets past it.
+type limitAnswers struct{ rt http.RoundTripper }
+
+func (l limitAnswers) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := l.rt.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if res.ContentLength > MaxAnswer {
+		_ = res.Body.Close()
+		return nil, ErrAnswerTooLarge
+	}
+	res.Body = &limitedBody{rc: res.Body, left: MaxAnswer}
+	return res, nil
+}
+
+type limitedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left < 0 {
+		return 0, ErrAnswerTooLarge
+	}
+	// Read one byte more than allowed, to tell "exactly MaxAnswer" from "more".
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return n + int(b.left), ErrAnswerTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
