@@ -24,6 +24,7 @@ type core struct {
 	*broker.Broker
 	Store  broker.Store
 	Vendor *httptest.Server // serves ServiceNow's instance and Atlassian's auth and API hosts
+	opts   broker.Options
 }
 
 // newCore starts a broker whose vendors live at handler. hc is the token
@@ -56,7 +57,22 @@ func newCore(t *testing.T, handler http.Handler, hc *http.Client, adjust ...func
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &core{Broker: b, Store: o.Store, Vendor: srv}
+	return &core{Broker: b, Store: o.Store, Vendor: srv, opts: o}
+}
+
+// peer is a second broker (another replica) on st, which should be the
+// first's store or a wrapper of it: they share connections, leases and
+// change notifications, as replicas of one fleet do.
+func (c *core) peer(t *testing.T, st broker.Store) *core {
+	t.Helper()
+	o := c.opts
+	o.Store = st
+	o.Registerer = nil
+	b, err := broker.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &core{Broker: b, Store: st, Vendor: c.Vendor, opts: o}
 }
 
 // instance is the ServiceNow instance (or Confluence site) at the test vendor.

@@ -74,11 +74,19 @@ func (p *pending) count() int {
 	return len(p.m)
 }
 
-// withPending returns the connection a refresh should start from: a pending
-// write derived from the stored version wins over the stored copy.
+// withPending returns the connection a refresh should start from: the
+// newest result known for the stored version. A pending write of this
+// replica wins over the stored copy, and so does a result another replica
+// announced but could not write yet (it sits in the cache at the stored
+// version, issued later): refreshing from the stored copy would send a
+// refresh token Atlassian may already have rotated away.
 func (b *Broker) withPending(stored Connection) Connection {
 	w, ok := b.pending.get(stored.Key)
 	if !ok {
+		if e, ok := b.cache.get(stored.Key); ok && e.conn.Version == stored.Version &&
+			e.conn.Tokens.IssuedAt.After(stored.Tokens.IssuedAt) && !stored.RefreshTokenExpired {
+			return e.conn
+		}
 		return stored
 	}
 	if stored.Tokens.RefreshToken != w.usedRefresh {

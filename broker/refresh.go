@@ -198,10 +198,7 @@ func (b *Broker) watch(ctx context.Context, key Key) (Connection, error) {
 	if err != nil {
 		return Connection{}, b.readError(key, err)
 	}
-	if e, ok := b.cache.get(key); ok && e.conn.Version == cur.Version && e.conn.Tokens.IssuedAt.After(cur.Tokens.IssuedAt) {
-		return e.conn, nil // a result kept in memory by its holder, announced but not yet written
-	}
-	return b.withPending(cur), nil
+	return b.withPending(cur), nil // or a result its holder announced but could not write yet
 }
 
 func (b *Broker) readError(key Key, err error) error {
