@@ -14,7 +14,8 @@ func TestShutdownFlushesPendingResults(t *testing.T) {
 	h, _ := tokenEndpoint()
 	var fs *faultyStore
 	c := newCore(t, h, nil, withFaultyStore(&fs))
-	conn := c.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(-time.Minute))
+	// Not expired yet: the background refresher must not refresh it first.
+	conn := c.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(time.Hour))
 	r, err := c.Start(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
