@@ -20,11 +20,11 @@ build:
 demo: build
 	./bin/demo -broker ./bin/broker -vendorsim ./bin/vendorsim
 
-# Everything, then the core-flow and proxy suites (package app) again on the
+# Everything, then the end-to-end suites (e2e) again on the
 # production store: Vault and Redis servers started by the tests themselves.
 test:
 	$(GO) test -race -count=1 -timeout 25m ./...
-	TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./app
+	TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./e2e
 
 test-short:
 	$(GO) test -count=1 -short ./...

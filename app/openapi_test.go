@@ -9,7 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // TestOpenAPIMatchesRoutes keeps docs/openapi.yaml and the served routes in
@@ -39,7 +39,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 		}
 	}
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	served := map[string]bool{}
 	for _, r := range e.App.Routes() {
 		// gin's ":name" and "*name" are OpenAPI's "{name}".

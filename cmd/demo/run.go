@@ -60,12 +60,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("start vendorsim: %w", err)
 	}
 	defer stopProcess(sim)
-	var urls struct {
-		ServiceNow    map[string]string `json:"serviceNow"`
-		AtlassianAuth string            `json:"atlassianAuth"`
-		AtlassianAPI  string            `json:"atlassianApi"`
-		Control       string            `json:"control"`
-	}
+	var urls vendorsim.URLs
 	line, err := bufio.NewReader(simOut).ReadBytes('\n')
 	if err != nil {
 		return fmt.Errorf("read vendorsim URLs: %w", err)
@@ -79,31 +74,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	apiAddr, metricsAddr := addrs[0], addrs[1]
-	secret := randomSecret()
-	var hosts []string
-	for _, u := range urls.ServiceNow {
-		pu, _ := url.Parse(u)
-		hosts = append(hosts, pu.Host)
-	}
 	public := "http://" + apiAddr
-	env := append(os.Environ(),
-		"BROKER_LISTEN_ADDR="+apiAddr,
-		"BROKER_METRICS_ADDR="+metricsAddr,
-		"BROKER_PUBLIC_URL="+public,
-		"BROKER_AUTH_HS256_SECRET="+secret,
-		"BROKER_RETURN_URLS="+public+"/admin/",
-		"BROKER_DATA_DIR="+filepath.Join(dir, "data"),
-		"BROKER_ALLOW_INSECURE_VENDOR_URLS=true",
-		"BROKER_SERVICENOW_CLIENT_ID=sn-client",
-		"BROKER_SERVICENOW_CLIENT_SECRET=sn-secret",
-		"BROKER_SERVICENOW_ALLOWED_HOSTS="+strings.Join(hosts, ","),
-		"BROKER_CONFLUENCE_CLIENT_ID=atl-client",
-		"BROKER_CONFLUENCE_CLIENT_SECRET=atl-secret",
-		"BROKER_CONFLUENCE_AUTH_URL="+urls.AtlassianAuth,
-		"BROKER_CONFLUENCE_API_URL="+urls.AtlassianAPI,
-		"BROKER_LOG_FORMAT=text",
-		"BROKER_LOG_LEVEL=warn",
-	)
+	// What points a broker at cmd/vendorsim (it runs DefaultOptions), plus
+	// the demo's own settings.
+	vars := vendorsim.BrokerEnv(urls, vendorsim.DefaultOptions())
+	vars["BROKER_LISTEN_ADDR"] = apiAddr
+	vars["BROKER_METRICS_ADDR"] = metricsAddr
+	vars["BROKER_PUBLIC_URL"] = public
+	vars["BROKER_AUTH_HS256_SECRET"] = randomSecret()
+	vars["BROKER_RETURN_URLS"] = public + "/admin/"
+	vars["BROKER_DATA_DIR"] = filepath.Join(dir, "data")
+	vars["BROKER_LOG_FORMAT"] = "text"
+	vars["BROKER_LOG_LEVEL"] = "warn"
+	env := os.Environ()
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
 	brk := exec.CommandContext(ctx, *brokerBin)
 	brk.Env = env
 	brk.Stderr = os.Stderr

@@ -5,28 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 func TestRunPrintsURLsAndStopsOnCancel(t *testing.T) {
-	acme := freePort(t)
+	acme := testenv.FreePort(t)
 	t.Setenv("VENDORSIM_GLOBEX_PORT", "0")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()

@@ -1,7 +1,6 @@
 package browsertest_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +18,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
@@ -36,7 +34,7 @@ const (
 // depends on the one before, so the first failure stops it (with a
 // screenshot of the page as it was).
 func TestConsoleInBrowser(t *testing.T) {
-	env := brokertest.Start(t, brokertest.WithConsoleReturn())
+	env := testenv.StartBroker(t, testenv.WithConsoleReturn())
 	b := startBrowser(t, env.URL)
 	ctx := context.Background()
 	sn := broker.Key{Account: account, Vendor: "servicenow"}
@@ -215,7 +213,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 // killRefresh makes user's refresh token dead at the simulator and runs the
 // refresh that finds out, which flags the integration refreshTokenExpired.
-func killRefresh(t *testing.T, env *brokertest.Env, key broker.Key, user string) {
+func killRefresh(t *testing.T, env *testenv.Broker, key broker.Key, user string) {
 	t.Helper()
 	env.Sim.RevokeRefreshTokens(key.Vendor, "acme", user)
 	_, err := env.App.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true})
@@ -236,24 +234,7 @@ type browser struct {
 	mu       sync.Mutex
 	dialogs  []string
 	problems []string // console errors, exceptions, CSP violations
-	output   *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	output   *testenv.LogBuffer
 }
 
 const chromiumPath = "/usr/bin/chromium"
@@ -265,9 +246,9 @@ func startBrowser(t *testing.T, origin string) *browser {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		testenv.Missing(t, "chromium", err)
 	}
-	root := moduleRoot(t)
+	root := testenv.ModuleRoot(t)
 	b := &browser{t: t, shots: filepath.Join(root, "artifacts", "screenshots"),
-		readme: filepath.Join(root, "docs", "images", "console.png"), output: &lockedBuffer{}}
+		readme: filepath.Join(root, "docs", "images", "console.png"), output: &testenv.LogBuffer{}}
 	if err := os.RemoveAll(b.shots); err != nil {
 		t.Fatal(err)
 	}
@@ -562,22 +543,4 @@ func copyShot(from, to string) error {
 		return err
 	}
 	return os.WriteFile(to, png, 0o644)
-}
-
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
-	}
 }

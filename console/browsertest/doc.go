@@ -5,6 +5,6 @@
 // Reconnect warning, reconnect, change user, disconnect. Screenshots of each
 // step go to artifacts/screenshots/ under the module root.
 //
-// Without Chromium the test fails in CI and is skipped elsewhere
-// (internal/testenv.Missing); .ci/run installs it.
+// Without Chromium the test fails (internal/testenv.Missing), except in the
+// quick subset (make test-short); make test installs it.
 package browsertest

@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // The chart can only ship files inside its own folder, so the canonical rule
@@ -191,7 +191,7 @@ func TestDashboard(t *testing.T) {
 // rules use against it. A name the broker does not expose fails the test: a
 // panel or alert on it would show nothing, or never fire.
 func TestMetricsExposed(t *testing.T) {
-	exposed := scrape(t, brokertest.Start(t).Metrics())
+	exposed := scrape(t, testenv.StartBroker(t).Metrics())
 
 	var missing []string
 	for _, q := range allQueries(t) {
@@ -223,7 +223,7 @@ func TestMetricsExposed(t *testing.T) {
 // TestExposedLabelsAreBounded: no tokenbroker_* series carries a label whose
 // values could grow without bound.
 func TestExposedLabelsAreBounded(t *testing.T) {
-	exposed := scrape(t, brokertest.Start(t).Metrics())
+	exposed := scrape(t, testenv.StartBroker(t).Metrics())
 	if _, ok := exposed["tokenbroker_build_info"]; !ok {
 		t.Fatal("tokenbroker_build_info is not exposed")
 	}
@@ -244,7 +244,7 @@ func TestExposedLabelsAreBounded(t *testing.T) {
 // names every tokenbroker_* metric the broker exposes, and no other.
 func TestOperationsDocListsMetrics(t *testing.T) {
 	p := expfmt.NewTextParser(model.LegacyValidation)
-	mfs, err := p.TextToMetricFamilies(strings.NewReader(brokertest.Start(t).Metrics()))
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(testenv.StartBroker(t).Metrics()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
-func TestMain(m *testing.M) { os.Exit(brokertest.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 const acme = "acme-corp"
 
@@ -36,7 +36,7 @@ func percentiles(b *testing.B, lat []time.Duration) {
 // BenchmarkStatus10kUsers: the status answer for an account with 10,000
 // user-level connections (the contract's target is p99 <= 5 ms on Redis).
 func BenchmarkStatus10kUsers(b *testing.B) {
-	e := brokertest.Start(b)
+	e := testenv.StartBroker(b)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	app, err := e.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow"})
@@ -91,7 +91,7 @@ func BenchmarkStatus10kUsers(b *testing.B) {
 // in hand, as a service would without a broker) and through the broker, by
 // 16 concurrent clients.
 func BenchmarkProxy(b *testing.B) {
-	e := brokertest.Start(b)
+	e := testenv.StartBroker(b)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	conn, err := e.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow"})

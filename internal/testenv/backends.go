@@ -1,92 +1,85 @@
 package testenv
 
 import (
-	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"strconv"
+	"testing"
+)
+
+// Environment variables through which Main hands the package's servers to
+// every StartBroker.
+const (
+	StoreEnv      = "TOKENBROKER_TEST_STORE" // "production" runs the suites on Vault+Redis
+	redisAddrEnv  = "TOKENBROKER_TEST_REDIS_ADDR"
+	vaultAddrEnv  = "TOKENBROKER_TEST_VAULT_ADDR"
+	vaultTokenEnv = "TOKENBROKER_TEST_VAULT_TOKEN"
 )
 
 // Backends are one redis-server and one Vault dev server for a whole test
 // package, started from TestMain (where there is no testing.TB); tests keep
-// apart by key prefixes. Stop them when the package's tests are done.
-type Backends struct {
-	RedisAddr, VaultAddr, VaultToken string
+// apart by key prefixes.
+type Backends struct{ RedisAddr, VaultAddr, VaultToken string }
 
-	redis *RedisServer
-	vault *VaultServer
-	dir   string
+// Main runs a test package: with TOKENBROKER_TEST_STORE=production it first
+// starts one redis-server and one Vault dev server for the package (failing
+// when they cannot start: a package that asked for the production store must
+// not pass without it) and stops them afterwards.
+func Main(m *testing.M) int {
+	if os.Getenv(StoreEnv) != "production" {
+		return m.Run()
+	}
+	stop, err := startBackends()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "production store backends:", err)
+		return 1
+	}
+	defer stop()
+	return m.Run()
 }
 
-// StartBackends starts both servers on free loopback ports. Unlike the
-// per-test helpers it cannot skip: a package that asked for the production
-// store and cannot have it must fail.
-func StartBackends() (*Backends, error) {
+func startBackends() (stop func(), err error) {
 	dir, err := os.MkdirTemp("", "tokenbroker-backends-")
 	if err != nil {
 		return nil, err
 	}
-	b := &Backends{dir: dir}
+	var stops []func()
+	stop = func() {
+		for _, f := range stops {
+			f()
+		}
+		_ = os.RemoveAll(dir)
+	}
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+	fail := func(err error) (func(), error) { stop(); return nil, err }
 	redisBin, err := lookRedis()
 	if err != nil {
-		b.Stop()
-		return nil, err
+		return fail(err)
 	}
-	b.redis = &RedisServer{bin: redisBin, dir: dir}
-	if b.redis.port, err = freePort(); err != nil {
-		b.Stop()
-		return nil, err
-	}
-	b.redis.Addr = "127.0.0.1:" + strconv.Itoa(b.redis.port)
-	if err := b.redis.start(); err != nil {
-		b.Stop()
-		return nil, fmt.Errorf("redis-server: %w", err)
-	}
-	vaultBin, err := findVaultBin(func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
+	redis, err := startRedis(redisBin, dir, logf)
 	if err != nil {
-		b.Stop()
-		return nil, fmt.Errorf("vault: %w", err)
+		return fail(err)
 	}
-	b.vault = &VaultServer{bin: vaultBin, dir: dir, Token: "root-" + rand.Text()}
-	if b.vault.port, err = freePort(); err != nil {
-		b.Stop()
-		return nil, err
+	stops = append(stops, redis.Stop)
+	vaultBin, err := findVault(logf)
+	if err != nil {
+		return fail(fmt.Errorf("vault: %w", err))
 	}
-	b.vault.Addr = "http://127.0.0.1:" + strconv.Itoa(b.vault.port)
-	if err := b.vault.start(); err != nil {
-		b.Stop()
-		return nil, fmt.Errorf("vault: %w", err)
+	vault, err := startVault(vaultBin, dir, logf)
+	if err != nil {
+		return fail(err)
 	}
-	b.RedisAddr, b.VaultAddr, b.VaultToken = b.redis.Addr, b.vault.Addr, b.vault.Token
-	return b, nil
+	stops = append(stops, vault.Stop)
+	os.Setenv(redisAddrEnv, redis.Addr)
+	os.Setenv(vaultAddrEnv, vault.Addr)
+	os.Setenv(vaultTokenEnv, vault.Token)
+	return stop, nil
 }
 
-// Stop stops both servers and removes their files.
-func (b *Backends) Stop() {
-	if b.vault != nil {
-		b.vault.Stop()
+// ProductionBackends returns the servers Main started, or nil when the
+// suites run on the embedded store.
+func ProductionBackends() *Backends {
+	if os.Getenv(StoreEnv) != "production" || os.Getenv(redisAddrEnv) == "" {
+		return nil
 	}
-	if b.redis != nil {
-		b.redis.Stop()
-	}
-	_ = os.RemoveAll(b.dir)
-}
-
-func lookRedis() (string, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", fmt.Errorf("redis-server: %w (apt-get install redis-server)", err)
-	}
-	return bin, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return &Backends{RedisAddr: os.Getenv(redisAddrEnv), VaultAddr: os.Getenv(vaultAddrEnv), VaultToken: os.Getenv(vaultTokenEnv)}
 }

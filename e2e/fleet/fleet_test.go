@@ -1,4 +1,4 @@
-package fleettest
+package fleet_test
 
 import (
 	"encoding/json"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -21,12 +22,12 @@ const acme = "acme-corp"
 var brokerBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "fleettest-")
+	dir, err := os.MkdirTemp("", "tokenbroker-fleet-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	brokerBin, err = Build(dir)
+	brokerBin, err = testenv.BuildBroker(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func simCounters(f *Fleet) vendorsim.Counters { return f.Sim.Counters() }
+func simCounters(f *testenv.Fleet) vendorsim.Counters { return f.Sim.Counters() }
 
 // load runs clients against the replicas in turn until stop is closed and
 // reports calls and failures.
@@ -47,7 +48,7 @@ type load struct {
 	stop          chan struct{}
 }
 
-func startLoad(f *Fleet, clients int, jwt string, paths ...string) *load {
+func startLoad(f *testenv.Fleet, clients int, jwt string, paths ...string) *load {
 	l := &load{stop: make(chan struct{})}
 	for i := range clients {
 		l.wg.Go(func() {
@@ -91,7 +92,7 @@ type readiness struct {
 	wg              sync.WaitGroup
 }
 
-func watchReadiness(f *Fleet) *readiness {
+func watchReadiness(f *testenv.Fleet) *readiness {
 	w := &readiness{stop: make(chan struct{})}
 	w.wg.Go(func() {
 		for {
@@ -124,7 +125,7 @@ func (w *readiness) finish(t *testing.T) {
 }
 
 // storesIn is the per-store health of one replica's /readyz?verbose.
-func storesIn(t *testing.T, f *Fleet, r *Replica) map[string]string {
+func storesIn(t *testing.T, f *testenv.Fleet, r *testenv.BrokerProcess) map[string]string {
 	t.Helper()
 	res := f.Do("GET", r.MetricsURL+"/readyz?verbose", "")
 	var h struct {
@@ -143,7 +144,7 @@ func storesIn(t *testing.T, f *Fleet, r *Replica) map[string]string {
 // is "started, cache loaded, not draining"; the store's state is in
 // /readyz?verbose and tokenbroker_store_up.
 func TestReadinessSurvivesStoreOutage(t *testing.T) {
-	f := Start(t, brokerBin, 3, nil, nil)
+	f := testenv.StartFleet(t, brokerBin, 3, nil, nil)
 	admin := f.Token(acme, "admin", "admin")
 	f.Connect(f.Replicas[0], admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
 	for _, r := range f.Replicas {
@@ -178,7 +179,7 @@ func TestReadinessSurvivesStoreOutage(t *testing.T) {
 	ready.finish(t)
 }
 
-func flagged(t *testing.T, f *Fleet, vendor string) bool {
+func flagged(t *testing.T, f *testenv.Fleet, vendor string) bool {
 	t.Helper()
 	c, err := f.Stored(broker.Key{Account: acme, Vendor: vendor})
 	if err != nil {
@@ -192,7 +193,7 @@ func flagged(t *testing.T, f *Fleet, vendor string) bool {
 // minutes of load with 5-second access tokens reuse no rotated token, fail
 // no call and flag nothing.
 func TestFleetOneRefreshAndRotationSoak(t *testing.T) {
-	f := Start(t, brokerBin, 3, nil, nil)
+	f := testenv.StartFleet(t, brokerBin, 3, nil, nil)
 	admin := f.Token(acme, "admin", "admin")
 	f.Connect(f.Replicas[0], admin, "confluence", "", "alice", broker.ResultConnected)
 	path := "/proxy/confluence/wiki/api/v2/pages?limit=1"
@@ -255,7 +256,7 @@ func TestFleetOneRefreshAndRotationSoak(t *testing.T) {
 // another completes a refresh once the lease lapses, with no false flag and
 // no reuse.
 func TestFleetLeaseHolderKilled(t *testing.T) {
-	f := Start(t, brokerBin, 2, nil, map[string]string{"BROKER_VENDOR_TIMEOUT": "5s"})
+	f := testenv.StartFleet(t, brokerBin, 2, nil, map[string]string{"BROKER_VENDOR_TIMEOUT": "5s"})
 	admin := f.Token(acme, "admin", "admin")
 	f.Connect(f.Replicas[0], admin, "confluence", "", "alice", broker.ResultConnected)
 	path := "/proxy/confluence/wiki/api/v2/pages?limit=1"
@@ -293,7 +294,7 @@ func TestFleetLeaseHolderKilled(t *testing.T) {
 // TestFleetReconnectReachesEveryReplica: a reconnect on replica A is used by
 // replica B's next call, without a restart.
 func TestFleetReconnectReachesEveryReplica(t *testing.T) {
-	f := Start(t, brokerBin, 2, func(o *vendorsim.Options) { o.RequestLogSize = 10000 }, nil)
+	f := testenv.StartFleet(t, brokerBin, 2, func(o *vendorsim.Options) { o.RequestLogSize = 10000 }, nil)
 	admin := f.Token(acme, "admin", "admin")
 	a, b := f.Replicas[0], f.Replicas[1]
 	f.Connect(a, admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
@@ -328,7 +329,7 @@ func TestFleetStoreOutages(t *testing.T) {
 	if testing.Short() {
 		outage = 8 * time.Second
 	}
-	f := Start(t, brokerBin, 2, nil, nil)
+	f := testenv.StartFleet(t, brokerBin, 2, nil, nil)
 	admin := f.Token(acme, "admin", "admin")
 	f.Connect(f.Replicas[0], admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
 	f.Connect(f.Replicas[0], admin, "confluence", "", "alice", broker.ResultConnected)
@@ -416,7 +417,7 @@ func sameStatusShape(t *testing.T, a, b []byte) bool {
 // TestFleetReindex: a flushed Redis is rebuilt by `broker reindex` so that the
 // status answer is identical; and Redis never holds a token, code or state.
 func TestFleetReindex(t *testing.T) {
-	f := Start(t, brokerBin, 1, nil, nil)
+	f := testenv.StartFleet(t, brokerBin, 1, nil, nil)
 	admin := f.Token(acme, "admin", "admin")
 	r := f.Replicas[0]
 	f.Connect(r, admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
@@ -449,7 +450,7 @@ func TestFleetReindex(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(brokerBin, "reindex")
-	cmd.Env = r.env
+	cmd.Env = r.Env
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "reindexed 5 connections") {
 		t.Fatalf("broker reindex: %v: %s", err, out)

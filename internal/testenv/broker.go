@@ -1,19 +1,12 @@
-// Package brokertest starts a whole broker for tests: the vendor simulator
-// and the broker, each on its own loopback listeners, talking real HTTP, with
-// the broker's configuration built by the real config loader.
-package brokertest
+package testenv
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -24,12 +17,13 @@ import (
 	"github.com/tokenbroker/tokenbroker/app"
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
-// Env is one running broker with its simulated vendors.
-type Env struct {
+// Broker is one broker running in the test's process, with its simulated
+// vendors, talking real HTTP on loopback listeners, its configuration built
+// by the real config loader.
+type Broker struct {
 	t       testing.TB
 	Sim     *vendorsim.Sim
 	App     *app.App
@@ -45,11 +39,11 @@ type Env struct {
 	consoleReturn bool
 }
 
-// Option adjusts an Env before it starts.
+// Option adjusts a Broker before it starts.
 type Option func(*settings)
 
 type settings struct {
-	sim           vendorsim.Options
+	sim           []func(*vendorsim.Options)
 	env           map[string]string
 	consoleReturn bool
 }
@@ -63,67 +57,38 @@ func WithEnv(k, v string) Option { return func(s *settings) { s.env[k] = v } }
 func WithConsoleReturn() Option { return func(s *settings) { s.consoleReturn = true } }
 
 // WithSim adjusts the simulator's options.
-func WithSim(f func(*vendorsim.Options)) Option { return func(s *settings) { f(&s.sim) } }
+func WithSim(f func(*vendorsim.Options)) Option {
+	return func(s *settings) { s.sim = append(s.sim, f) }
+}
 
-// Start starts the simulator and a broker on the embedded store in a fresh
-// data directory; both stop when the test ends.
-func Start(t testing.TB, opts ...Option) *Env {
+// StartBroker starts the simulator and a broker in a fresh data directory,
+// on the embedded store, or on the production store when Main started its
+// servers (TOKENBROKER_TEST_STORE=production); both stop when the test ends.
+func StartBroker(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
-	s := &settings{sim: vendorsim.DefaultOptions(), env: map[string]string{}}
+	s := &settings{env: map[string]string{}}
 	for _, o := range opts {
 		o(s)
 	}
-	sim, err := vendorsim.Start(s.sim)
-	if err != nil {
-		t.Fatalf("start vendorsim: %v", err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := startSim(t, func(o *vendorsim.Options) {
+		for _, f := range s.sim {
+			f(o)
+		}
+	})
 
 	gin.SetMode(gin.ReleaseMode) // gin's debug mode prints every route
-	raw := make([]byte, 32)
-	_, _ = rand.Read(raw)
-	// The broker uses the variable's bytes as the HS256 key, as operators set it.
-	secret := []byte(base64.RawStdEncoding.EncodeToString(raw))
-	var hosts []string
-	for _, in := range s.sim.Instances {
-		u, _ := url.Parse(sim.ServiceNowURL(in.Name))
-		hosts = append(hosts, u.Host)
-	}
-	e := &Env{t: t, Sim: sim, Secret: secret, DataDir: t.TempDir(), Logs: &LogBuffer{}, consoleReturn: s.consoleReturn,
-		HTTP: &http.Client{Timeout: 60 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		}}}
-	e.Env = map[string]string{
-		"BROKER_LISTEN_ADDR":                "127.0.0.1:0",
-		"BROKER_METRICS_ADDR":               "127.0.0.1:0",
-		"BROKER_AUTH_HS256_SECRET":          string(secret),
-		"BROKER_DATA_DIR":                   e.DataDir,
-		"BROKER_ALLOW_INSECURE_VENDOR_URLS": "true",
-		"BROKER_SERVICENOW_CLIENT_ID":       s.sim.Instances[0].ClientID,
-		"BROKER_SERVICENOW_CLIENT_SECRET":   s.sim.Instances[0].ClientSecret,
-		"BROKER_SERVICENOW_ALLOWED_HOSTS":   strings.Join(hosts, ","),
-		"BROKER_CONFLUENCE_CLIENT_ID":       s.sim.AtlassianClientID,
-		"BROKER_CONFLUENCE_CLIENT_SECRET":   s.sim.AtlassianClientSecret,
-		"BROKER_CONFLUENCE_AUTH_URL":        sim.AtlassianAuthURL(),
-		"BROKER_CONFLUENCE_API_URL":         sim.AtlassianAPIURL(),
-		"BROKER_RETURN_URLS":                "https://console.example.com/integrations",
-		"BROKER_LOG_LEVEL":                  "debug",
-		"BROKER_SHUTDOWN_GRACE":             "0s",
-	}
-	if b := ProductionBackends(); b != nil {
-		// One Redis and one Vault serve the whole test package; a random
-		// prefix per broker keeps tests apart.
-		key := make([]byte, 32)
-		_, _ = rand.Read(key)
-		prefix := "t" + rand.Text()[:12]
-		e.Env["BROKER_REDIS_URL"] = "redis://" + b.RedisAddr + "/0"
-		e.Env["BROKER_VAULT_ADDR"] = b.VaultAddr
-		e.Env["BROKER_VAULT_TOKEN"] = b.VaultToken
-		e.Env["BROKER_ENCRYPTION_KEY"] = base64.StdEncoding.EncodeToString(key)
-		e.Env["BROKER_VAULT_PREFIX"] = prefix
-		e.Env["BROKER_REDIS_PREFIX"] = prefix
-		e.Production = true
-	}
+	e := &Broker{t: t, Sim: sim, Secret: newSecret(), DataDir: t.TempDir(), Logs: &LogBuffer{}, consoleReturn: s.consoleReturn,
+		HTTP: &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirect}}
+	b := ProductionBackends()
+	// One Redis and one Vault serve the whole test package; a random
+	// prefix per broker keeps tests apart.
+	e.Env = brokerEnv(sim, e.Secret, b, "t"+randomText(12))
+	e.Production = b != nil
+	e.Env["BROKER_LISTEN_ADDR"] = "127.0.0.1:0"
+	e.Env["BROKER_METRICS_ADDR"] = "127.0.0.1:0"
+	e.Env["BROKER_DATA_DIR"] = e.DataDir
+	e.Env["BROKER_RETURN_URLS"] = "https://console.example.com/integrations"
+	e.Env["BROKER_LOG_LEVEL"] = "debug"
 	for k, v := range s.env {
 		e.Env[k] = v
 	}
@@ -131,53 +96,15 @@ func Start(t testing.TB, opts ...Option) *Env {
 	return e
 }
 
-// Backends are the servers of the production store for a test package.
-type Backends struct{ RedisAddr, VaultAddr, VaultToken string }
-
-// Environment variables through which TestMain hands the package's servers
-// to every Start (see testenv.StartBackends).
-const (
-	StoreEnv      = "TOKENBROKER_TEST_STORE" // "production" runs the suites on Vault+Redis
-	redisAddrEnv  = "TOKENBROKER_TEST_REDIS_ADDR"
-	vaultAddrEnv  = "TOKENBROKER_TEST_VAULT_ADDR"
-	vaultTokenEnv = "TOKENBROKER_TEST_VAULT_TOKEN"
-)
-
-// ProductionBackends returns the servers TestMain started, or nil when the
-// suites run on the embedded store.
-func ProductionBackends() *Backends {
-	if os.Getenv(StoreEnv) != "production" || os.Getenv(redisAddrEnv) == "" {
-		return nil
-	}
-	return &Backends{RedisAddr: os.Getenv(redisAddrEnv), VaultAddr: os.Getenv(vaultAddrEnv), VaultToken: os.Getenv(vaultTokenEnv)}
-}
-
-// Main runs a test package: with TOKENBROKER_TEST_STORE=production it first
-// starts one redis-server and one Vault dev server for the package (failing
-// when they cannot start) and stops them afterwards.
-func Main(m *testing.M) int {
-	if os.Getenv(StoreEnv) != "production" {
-		return m.Run()
-	}
-	b, err := testenv.StartBackends()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "production store backends:", err)
-		return 1
-	}
-	defer b.Stop()
-	os.Setenv(redisAddrEnv, b.RedisAddr)
-	os.Setenv(vaultAddrEnv, b.VaultAddr)
-	os.Setenv(vaultTokenEnv, b.VaultToken)
-	return m.Run()
-}
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // The public URL must name the real port, which is only known after the
 // listener is up; so the first start binds, and the broker is restarted on
 // that fixed port with the matching public URL.
-func (e *Env) start() {
+func (e *Broker) start() {
 	e.t.Helper()
 	if e.Env["BROKER_LISTEN_ADDR"] == "127.0.0.1:0" {
-		addrs := freeAddrs(e.t, 2)
+		addrs := FreeAddrs(e.t, 2)
 		e.Env["BROKER_LISTEN_ADDR"], e.Env["BROKER_METRICS_ADDR"] = addrs[0], addrs[1]
 	}
 	if _, ok := e.Env["BROKER_PUBLIC_URL"]; !ok {
@@ -210,9 +137,9 @@ func (e *Env) start() {
 
 // Stop stops the broker (the simulator keeps running), e.g. to hand its data
 // directory and addresses to a broker process.
-func (e *Env) Stop() { e.stop() }
+func (e *Broker) Stop() { e.stop() }
 
-func (e *Env) stop() {
+func (e *Broker) stop() {
 	if e.App == nil {
 		return
 	}
@@ -223,24 +150,30 @@ func (e *Env) stop() {
 }
 
 // Restart stops the broker and starts it again on the same data directory.
-func (e *Env) Restart() {
+func (e *Broker) Restart() {
 	e.t.Helper()
 	e.stop()
 	e.start()
 }
 
 // Token mints a caller JWT.
-func (e *Env) Token(account, sub string, roles ...string) string {
+func (e *Broker) Token(account, sub string, roles ...string) string {
 	e.t.Helper()
-	tok, err := auth.Mint(e.Secret, auth.Claims{Account: account, Subject: sub, Roles: roles}, time.Hour, time.Now())
+	return mintToken(e.t, e.Secret, account, sub, roles)
+}
+
+// mintToken mints a caller JWT valid for two hours: longer than any test.
+func mintToken(t testing.TB, secret []byte, account, sub string, roles []string) string {
+	t.Helper()
+	tok, err := auth.Mint(secret, auth.Claims{Account: account, Subject: sub, Roles: roles}, 2*time.Hour, time.Now())
 	if err != nil {
-		e.t.Fatalf("mint: %v", err)
+		t.Fatalf("mint: %v", err)
 	}
 	return tok
 }
 
 // Admin mints an admin JWT for account.
-func (e *Env) Admin(account string) string { return e.Token(account, "admin@"+account, "admin") }
+func (e *Broker) Admin(account string) string { return e.Token(account, "admin@"+account, "admin") }
 
 // Response is an answer read whole.
 type Response struct {
@@ -267,7 +200,7 @@ func (r Response) ErrorCode() string {
 }
 
 // Do sends a request to the broker (path) or to an absolute URL.
-func (e *Env) Do(method, path, jwt string, body io.Reader, header ...string) Response {
+func (e *Broker) Do(method, path, jwt string, body io.Reader, header ...string) Response {
 	e.t.Helper()
 	u := path
 	if strings.HasPrefix(path, "/") {
@@ -296,10 +229,10 @@ func (e *Env) Do(method, path, jwt string, body io.Reader, header ...string) Res
 }
 
 // Get is Do with GET and no body.
-func (e *Env) Get(path, jwt string) Response { return e.Do(http.MethodGet, path, jwt, nil) }
+func (e *Broker) Get(path, jwt string) Response { return e.Do(http.MethodGet, path, jwt, nil) }
 
 // AuthURL asks for an OAuth URL and returns it; the test fails unless 200.
-func (e *Env) AuthURL(jwt, vendor, query string) string {
+func (e *Broker) AuthURL(jwt, vendor, query string) string {
 	e.t.Helper()
 	r := e.Get("/v1/account/integrations/"+vendor+"/oauth2/url?"+query, jwt)
 	if r.Status != http.StatusOK {
@@ -311,7 +244,7 @@ func (e *Env) AuthURL(jwt, vendor, query string) string {
 }
 
 // Approve lets user approve at the vendor and returns the callback URL.
-func (e *Env) Approve(authURL, user string) string {
+func (e *Broker) Approve(authURL, user string) string {
 	e.t.Helper()
 	cb, err := e.Sim.Approve(context.Background(), authURL, user)
 	if err != nil {
@@ -321,20 +254,20 @@ func (e *Env) Approve(authURL, user string) string {
 }
 
 // Callback follows the vendor's redirect to the broker's callback.
-func (e *Env) Callback(callbackURL string) Response {
+func (e *Broker) Callback(callbackURL string) Response {
 	e.t.Helper()
 	return e.Do(http.MethodGet, callbackURL, "", nil)
 }
 
 // Connect runs a whole round trip: OAuth URL, approval by user, callback.
-func (e *Env) Connect(jwt, vendor, query, user string) Response {
+func (e *Broker) Connect(jwt, vendor, query, user string) Response {
 	e.t.Helper()
 	return e.Callback(e.Approve(e.AuthURL(jwt, vendor, query), user))
 }
 
 // MustConnect is Connect that fails the test unless the callback answers
 // the wanted result as JSON.
-func (e *Env) MustConnect(jwt, vendor, query, user, result string) {
+func (e *Broker) MustConnect(jwt, vendor, query, user, result string) {
 	e.t.Helper()
 	r := e.Connect(jwt, vendor, query, user)
 	var b struct{ Result string }
@@ -344,12 +277,12 @@ func (e *Env) MustConnect(jwt, vendor, query, user, result string) {
 }
 
 // SNInstance is the instanceUrl query of a simulated ServiceNow instance.
-func (e *Env) SNInstance(name string) string {
+func (e *Broker) SNInstance(name string) string {
 	return "instanceUrl=" + url.QueryEscape(e.Sim.ServiceNowURL(name))
 }
 
 // Metrics returns the /metrics exposition text.
-func (e *Env) Metrics() string {
+func (e *Broker) Metrics() string {
 	e.t.Helper()
 	r := e.Do(http.MethodGet, "http://"+e.App.MetricsAddr()+"/metrics", "", nil)
 	if r.Status != http.StatusOK {
@@ -358,25 +291,8 @@ func (e *Env) Metrics() string {
 	return string(r.Body)
 }
 
-// freeAddrs returns n distinct loopback addresses that were free a moment
-// ago; every probe listener stays open until all are chosen, so two calls
-// cannot hand out the same port.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var out []string
-	for range n {
-		ln, err := netListen()
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		defer ln.Close()
-		out = append(out, ln.Addr().String())
-	}
-	return out
-}
-
 // MustConnectURL approves an OAuth URL obtained earlier and checks the result.
-func (e *Env) MustConnectURL(authURL, user, result string) {
+func (e *Broker) MustConnectURL(authURL, user, result string) {
 	e.t.Helper()
 	r := e.Callback(e.Approve(authURL, user))
 	var b struct{ Result string }

@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"bufio"
@@ -8,14 +8,14 @@ import (
 	"testing"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 // TestNoSecretsInLogs runs the flows and the proxy with debug logging and
 // searches everything logged for every secret that was issued.
 func TestNoSecretsInLogs(t *testing.T) {
-	e := brokertest.Start(t) // debug level
+	e := testenv.StartBroker(t) // debug level
 	admin := e.Admin(acme)
 	var secrets []string
 	track := func(callback string) string {

@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"net/http"
@@ -10,14 +10,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 // TestBackgroundRefresh: with nobody calling, the refresher renews tokens
 // before they expire, so a later call never meets an expired token.
 func TestBackgroundRefresh(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithSim(func(o *vendorsim.Options) {
+	e := testenv.StartBroker(t, testenv.WithSim(func(o *vendorsim.Options) {
 		o.SNAccessTTL = 3 * time.Second
 		o.AtlAccessTTL = 3 * time.Second
 	}))
@@ -45,7 +45,7 @@ func TestBackgroundRefresh(t *testing.T) {
 
 // TestCoreMetrics checks the core's series against expected exposition text.
 func TestCoreMetrics(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
 	if r := e.Connect(admin, "confluence", "action=changeUser", "eve"); r.ErrorCode() != "instance_mismatch" {

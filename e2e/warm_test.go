@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"net/http"
@@ -7,14 +7,14 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // storeOps counts every store operation the broker has made, from the
 // instrumented store's histogram. "ready" is left out: gathering the
 // registry runs the tokenbroker_store_up probe, so counting it would count
 // this measurement itself.
-func storeOps(t *testing.T, e *brokertest.Env) uint64 {
+func storeOps(t *testing.T, e *testenv.Broker) uint64 {
 	t.Helper()
 	mfs, err := e.App.Registry().Gather()
 	if err != nil {
@@ -48,7 +48,7 @@ func isReadyProbe(m *dto.Metric) bool {
 // TestWarmProxyTouchesNoStore: once a connection's token is in memory, a
 // proxied request makes no store call at all (Redis, Vault or bbolt).
 func TestWarmProxyTouchesNoStore(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.MustConnect(e.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)

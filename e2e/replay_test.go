@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"net/http"
@@ -6,14 +6,14 @@ import (
 	"testing"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // TestMaxReplayBytesZeroStillRetriedBodies: docs/configuration.md says
 // BROKER_PROXY_MAX_REPLAY_BYTES=0 never retries a call with a body, but the
 // proxy read 0 as "the 1 MiB default" and replayed it.
 func TestMaxReplayBytesZeroStillRetriedBodies(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithEnv("BROKER_PROXY_MAX_REPLAY_BYTES", "0"))
+	e := testenv.StartBroker(t, testenv.WithEnv("BROKER_PROXY_MAX_REPLAY_BYTES", "0"))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.Sim.ExpireAccessTokens("servicenow")

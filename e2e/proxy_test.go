@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"context"
@@ -12,14 +12,14 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 func bigLog(o *vendorsim.Options) { o.RequestLogSize = 500000 }
 
 func TestProxyInjectsTokenAndStripsCallerSecrets(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithSim(bigLog))
+	e := testenv.StartBroker(t, testenv.WithSim(bigLog))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
@@ -75,7 +75,7 @@ func TestProxyInjectsTokenAndStripsCallerSecrets(t *testing.T) {
 }
 
 func TestProxyFlaggedAnswersAtOnce(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
 	e.Sim.Script(vendorsim.Fault{Vendor: "atlassian", Kind: vendorsim.KindDead})
@@ -101,7 +101,7 @@ func TestProxyFlaggedAnswersAtOnce(t *testing.T) {
 func TestProxyStorm(t *testing.T) {
 	for _, vendor := range []string{"servicenow", "confluence"} {
 		t.Run(vendor, func(t *testing.T) {
-			e := brokertest.Start(t)
+			e := testenv.StartBroker(t)
 			admin := e.Admin(acme)
 			path, simVendor := "/proxy/servicenow/api/now/table/incident", "servicenow"
 			if vendor == "servicenow" {
@@ -146,7 +146,7 @@ func TestProxyStorm(t *testing.T) {
 // changeUser complete; no call fails, and every call started after a swap
 // returned uses the new token.
 func TestSwapsUnderLoad(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithSim(bigLog))
+	e := testenv.StartBroker(t, testenv.WithSim(bigLog))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	key := broker.Key{Account: acme, Vendor: "servicenow"}
@@ -222,7 +222,7 @@ func TestSwapsUnderLoad(t *testing.T) {
 // TestAtlassianRotationUnderLoad: 1,000 refreshes under concurrent load with
 // rotating refresh tokens, and not one rotated token is reused.
 func TestAtlassianRotationUnderLoad(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
 	key := broker.Key{Account: acme, Vendor: "confluence"}

@@ -1,15 +1,12 @@
-package app_test
+package e2e_test
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -29,47 +26,21 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a broker process")
 	}
-	bin := filepath.Join(t.TempDir(), "broker")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/broker")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("build: %v", err)
+	bin, err := testenv.BuildBroker(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	// An in-process broker on the same data directory does the OAuth round
 	// trip; then the process takes over the same embedded store.
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.Restart() // sanity: the data survives
-	env := os.Environ()
-	for k, v := range e.Env {
-		env = append(env, k+"="+v)
-	}
-	env = append(env, "BROKER_SHUTDOWN_GRACE=1s", "BROKER_SHUTDOWN_TIMEOUT=20s", "BROKER_LOG_LEVEL=info")
-	brokerURL, metricsURL := e.URL, "http://"+e.Env["BROKER_METRICS_ADDR"]
+	env := maps.Clone(e.Env)
+	env["BROKER_SHUTDOWN_GRACE"], env["BROKER_SHUTDOWN_TIMEOUT"], env["BROKER_LOG_LEVEL"] = "1s", "20s", "info"
 	e.Stop()
-
-	cmd := exec.Command(bin)
-	cmd.Env = env
-	var logs strings.Builder
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _, _ = cmd.Process.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if r, err := http.Get(metricsURL + "/readyz"); err == nil {
-			r.Body.Close()
-			if r.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("broker process not ready: %s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	p := testenv.StartBrokerProcess(t, bin, env)
+	brokerURL, metricsURL := p.URL, p.MetricsURL
 
 	// Every API call now takes 2 s at the vendor, so calls are in flight
 	// when the signal lands.
@@ -103,7 +74,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 		<-started
 	}
 	time.Sleep(500 * time.Millisecond) // all 40 are now waiting on the vendor
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -118,20 +89,13 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 	inFlight.Wait()
 	if failed.Load() != 0 {
-		t.Fatalf("%d of 40 in-flight calls failed across SIGTERM (first: %v); logs:\n%s", failed.Load(), firstErr.Load(), logs.String())
+		t.Fatalf("%d of 40 in-flight calls failed across SIGTERM (first: %v); logs:\n%s", failed.Load(), firstErr.Load(), p.Logs())
 	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Fatalf("broker exited with %v; logs:\n%s", err, logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("broker did not exit after SIGTERM")
+	if err := p.Wait(20 * time.Second); err != nil {
+		t.Fatalf("broker did not exit cleanly after SIGTERM: %v; logs:\n%s", err, p.Logs())
 	}
 	// After the grace period new connections are refused.
-	_, err := http.Get(brokerURL + "/v1/account/integrations")
+	_, err = http.Get(brokerURL + "/v1/account/integrations")
 	if err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("after shutdown a new connection was not refused: %v", err)
 	}

@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"bytes"
@@ -14,12 +14,11 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // snapshot is everything stored for an account, for "nothing changed" checks.
-func snapshot(t *testing.T, e *brokertest.Env, account string) []broker.Connection {
+func snapshot(t *testing.T, e *testenv.Broker, account string) []broker.Connection {
 	t.Helper()
 	cs, err := e.App.Broker().Store().ListConnections(context.Background(), account, "")
 	if err != nil {
@@ -50,7 +49,7 @@ func param(t *testing.T, raw, key string) string {
 }
 
 func TestStateIsOneTimeAndBound(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithEnv("BROKER_STATE_TTL", "3s"))
+	e := testenv.StartBroker(t, testenv.WithEnv("BROKER_STATE_TTL", "3s"))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	base := snapshot(t, e, acme)
@@ -134,7 +133,7 @@ func TestStateIsOneTimeAndBound(t *testing.T) {
 }
 
 func TestReturnTo(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	for _, bad := range []string{
 		"https://evil.example.com/integrations",
@@ -166,7 +165,7 @@ func TestReturnTo(t *testing.T) {
 }
 
 func TestCallerAuthentication(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	expired, _ := auth.Mint(e.Secret, auth.Claims{Account: acme, Subject: "x", Roles: []string{"admin"}}, time.Minute, time.Now().Add(-time.Hour))
@@ -224,7 +223,7 @@ func TestCallerAuthentication(t *testing.T) {
 }
 
 func TestBadInput(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	cases := []struct {
 		path   string
@@ -262,11 +261,11 @@ func TestBadInput(t *testing.T) {
 
 func TestInstanceURLRules(t *testing.T) {
 	// The production defaults: https only, *.service-now.com.
-	e := brokertest.Start(t,
-		brokertest.WithEnv("BROKER_ALLOW_INSECURE_VENDOR_URLS", "false"),
-		brokertest.WithEnv("BROKER_SERVICENOW_ALLOWED_HOSTS", "*.service-now.com"),
-		brokertest.WithEnv("BROKER_CONFLUENCE_AUTH_URL", "https://auth.atlassian.com"),
-		brokertest.WithEnv("BROKER_CONFLUENCE_API_URL", "https://api.atlassian.com"))
+	e := testenv.StartBroker(t,
+		testenv.WithEnv("BROKER_ALLOW_INSECURE_VENDOR_URLS", "false"),
+		testenv.WithEnv("BROKER_SERVICENOW_ALLOWED_HOSTS", "*.service-now.com"),
+		testenv.WithEnv("BROKER_CONFLUENCE_AUTH_URL", "https://auth.atlassian.com"),
+		testenv.WithEnv("BROKER_CONFLUENCE_API_URL", "https://api.atlassian.com"))
 	admin := e.Admin(acme)
 	for _, bad := range []string{
 		"http://acme.service-now.com",
@@ -306,7 +305,7 @@ func TestInstanceURLRules(t *testing.T) {
 }
 
 func TestRestartKeepsConnectionsAndSealsSecrets(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
@@ -336,7 +335,7 @@ func TestRestartKeepsConnectionsAndSealsSecrets(t *testing.T) {
 	if e.Production {
 		// Vault holds the secrets (it is the secret store); Redis must hold
 		// none of them.
-		dump, keys, err := testenv.RedisDump(context.Background(), brokertest.ProductionBackends().RedisAddr)
+		dump, keys, err := testenv.RedisDump(context.Background(), testenv.ProductionBackends().RedisAddr)
 		if err != nil || keys == 0 {
 			t.Fatalf("redis dump: %v (%d keys)", err, keys)
 		}
@@ -378,7 +377,7 @@ func TestRestartKeepsConnectionsAndSealsSecrets(t *testing.T) {
 }
 
 func TestDisconnectAndUserRemoval(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.MustConnect(e.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)
@@ -422,7 +421,7 @@ func TestDisconnectAndUserRemoval(t *testing.T) {
 }
 
 func TestServiceNowClientConfig(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	get := e.Get("/v1/account/integrations/servicenow/config", admin)
 	if get.Status != http.StatusOK || !strings.Contains(string(get.Body), `"source":"default"`) {

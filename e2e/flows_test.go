@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"bytes"
@@ -13,14 +13,14 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 const acme = "acme-corp"
 
 // statusOf decodes the status answer keeping the key order of each element.
-func statusOf(t *testing.T, e *brokertest.Env, jwt, query string) ([]map[string]any, [][]string) {
+func statusOf(t *testing.T, e *testenv.Broker, jwt, query string) ([]map[string]any, [][]string) {
 	t.Helper()
 	r := e.Get("/v1/account/integrations"+query, jwt)
 	if r.Status != http.StatusOK {
@@ -44,7 +44,7 @@ func statusOf(t *testing.T, e *brokertest.Env, jwt, query string) ([]map[string]
 	return out, keys
 }
 
-func vendorStatus(t *testing.T, e *brokertest.Env, jwt, vendor string) map[string]any {
+func vendorStatus(t *testing.T, e *testenv.Broker, jwt, vendor string) map[string]any {
 	t.Helper()
 	all, _ := statusOf(t, e, jwt, "?includeUserLevelConnectionData=true")
 	for _, s := range all {
@@ -66,7 +66,7 @@ func details(t *testing.T, s map[string]any) (total, connected float64) {
 }
 
 func TestStatusShape(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 
 	all, keys := statusOf(t, e, admin, "?includeUserLevelConnectionData=true")
@@ -144,7 +144,7 @@ func TestStatusShape(t *testing.T) {
 }
 
 func TestPrechecks(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	for _, action := range []string{"reconnect", "changeUser"} {
 		for _, v := range []string{"servicenow", "confluence"} {
@@ -167,7 +167,7 @@ func TestPrechecks(t *testing.T) {
 		}
 	}
 	// A state issued before the integration existed cannot create a second one.
-	e2 := brokertest.Start(t)
+	e2 := testenv.StartBroker(t)
 	a2 := e2.Admin(acme)
 	first := e2.AuthURL(a2, "servicenow", e2.SNInstance("acme"))
 	second := e2.AuthURL(a2, "servicenow", e2.SNInstance("acme"))
@@ -178,7 +178,7 @@ func TestPrechecks(t *testing.T) {
 }
 
 // refresh forces a refresh of a connection and returns the API error code.
-func refresh(t *testing.T, e *brokertest.Env, key broker.Key) broker.Code {
+func refresh(t *testing.T, e *testenv.Broker, key broker.Key) broker.Code {
 	t.Helper()
 	_, err := e.App.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true})
 	if err == nil {
@@ -187,7 +187,7 @@ func refresh(t *testing.T, e *brokertest.Env, key broker.Key) broker.Code {
 	return broker.CodeOf(err)
 }
 
-func stored(t *testing.T, e *brokertest.Env, key broker.Key) broker.Connection {
+func stored(t *testing.T, e *testenv.Broker, key broker.Key) broker.Connection {
 	t.Helper()
 	c, err := e.App.Broker().Store().GetConnection(context.Background(), key)
 	if err != nil {
@@ -255,11 +255,11 @@ func TestRefreshClassification(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var opts []brokertest.Option
+			var opts []testenv.Option
 			for k, v := range tc.brokerEnv {
-				opts = append(opts, brokertest.WithEnv(k, v))
+				opts = append(opts, testenv.WithEnv(k, v))
 			}
-			e := brokertest.Start(t, opts...)
+			e := testenv.StartBroker(t, opts...)
 			admin := e.Admin(acme)
 			if tc.key.Vendor == "servicenow" {
 				e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
@@ -305,9 +305,9 @@ func TestRefreshClassification(t *testing.T) {
 }
 
 func TestServiceNowLifespanRule(t *testing.T) {
-	e := brokertest.Start(t,
-		brokertest.WithEnv("BROKER_SERVICENOW_REFRESH_TOKEN_LIFETIME", "1s"),
-		brokertest.WithSim(func(o *vendorsim.Options) { o.SNRefreshTTL = time.Second }))
+	e := testenv.StartBroker(t,
+		testenv.WithEnv("BROKER_SERVICENOW_REFRESH_TOKEN_LIFETIME", "1s"),
+		testenv.WithSim(func(o *vendorsim.Options) { o.SNRefreshTTL = time.Second }))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	time.Sleep(1100 * time.Millisecond)
@@ -318,7 +318,7 @@ func TestServiceNowLifespanRule(t *testing.T) {
 }
 
 func TestLostRaceIsNotFlagged(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
 	key := broker.Key{Account: acme, Vendor: "confluence"}
@@ -348,7 +348,7 @@ func TestReconnectAfterFlag(t *testing.T) {
 	for _, vendor := range []string{"servicenow", "confluence"} {
 		t.Run(vendor, func(t *testing.T) {
 			t.Parallel()
-			e := brokertest.Start(t)
+			e := testenv.StartBroker(t)
 			admin := e.Admin(acme)
 			connectQuery, simVendor, instance := e.SNInstance("acme"), "servicenow", "acme"
 			if vendor == "confluence" {
@@ -414,7 +414,7 @@ func TestReconnectAfterFlag(t *testing.T) {
 }
 
 func TestChangeUser(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
@@ -480,7 +480,7 @@ func TestChangeUser(t *testing.T) {
 }
 
 func TestConfluenceSiteChoice(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	r := e.Connect(admin, "confluence", "", "bob") // bob reaches two sites
 	if r.Status != http.StatusBadRequest || r.ErrorCode() != "site_choice_required" {

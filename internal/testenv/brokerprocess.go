@@ -1,0 +1,88 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// brokerReadyTimeout bounds the wait for a broker process's /readyz.
+const brokerReadyTimeout = 30 * time.Second
+
+// BuildBroker compiles cmd/broker into dir and returns the binary's path;
+// call it once per test binary (from TestMain), since it takes seconds.
+func BuildBroker(dir string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "broker")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/broker")
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/broker: %v: %s", err, out.String())
+	}
+	return bin, nil
+}
+
+// BrokerProcess is a broker binary running as its own process under the
+// harness's supervisor: Kill is a crash, Signal(SIGTERM) then Wait a
+// graceful shutdown.
+type BrokerProcess struct {
+	URL, MetricsURL string   // http://host:port of the API and of the metrics listener
+	Env             []string // the whole environment it runs with, e.g. for `broker reindex`
+	*Process
+}
+
+// StartBrokerProcess runs bin with the test's environment plus env, and
+// waits until its /readyz answers 200. Without BROKER_LISTEN_ADDR in env it
+// listens on free addresses, with the matching BROKER_PUBLIC_URL. The process
+// is killed when t ends.
+func StartBrokerProcess(t testing.TB, bin string, env map[string]string) *BrokerProcess {
+	t.Helper()
+	vars := os.Environ()
+	for k, v := range env {
+		vars = append(vars, k+"="+v)
+	}
+	api, ops := env["BROKER_LISTEN_ADDR"], env["BROKER_METRICS_ADDR"]
+	if api == "" || api == "127.0.0.1:0" {
+		addrs := FreeAddrs(t, 2)
+		api, ops = addrs[0], addrs[1]
+		vars = append(vars, "BROKER_LISTEN_ADDR="+api, "BROKER_METRICS_ADDR="+ops, "BROKER_PUBLIC_URL=http://"+api)
+	}
+	b := &BrokerProcess{URL: "http://" + api, MetricsURL: "http://" + ops, Env: vars}
+	b.Process = newProcess("broker "+api, func() *exec.Cmd {
+		cmd := exec.Command(bin)
+		cmd.Env = vars
+		return cmd
+	})
+	t.Cleanup(b.Kill)
+	client := &http.Client{Timeout: time.Second}
+	err := b.start(brokerReadyTimeout, func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.MetricsURL+"/readyz", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz answered %s", resp.Status)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
