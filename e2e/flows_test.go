@@ -503,7 +503,7 @@ func TestConfluenceSiteChoice(t *testing.T) {
 // nothing. Both must get client_config recorded within a few seconds, and
 // the refresher must stay free for other connections.
 func TestServiceNowAmbiguousProbesDeadlock(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.MustConnect(e.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)

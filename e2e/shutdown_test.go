@@ -110,7 +110,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 // store: after a restart the stored refresh token is the rotated one, and a
 // refresh with it reuses nothing and flags nothing.
 func TestShutdownKeepsRotation(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
 	key := broker.Key{Account: acme, Vendor: "confluence"}

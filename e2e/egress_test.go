@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/egress/egresstest"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
@@ -149,7 +149,7 @@ func body(a *app.App) string {
 // default client's secret on refresh; the failure is a client-configuration
 // problem, never a dead grant.
 func TestDefaultClientSecretOnlyToAllowedHosts(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	e.MustConnect(e.Admin(acme), "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	u, _ := url.Parse(e.Sim.ServiceNowURL("globex"))
 	e.Env["BROKER_SERVICENOW_ALLOWED_HOSTS"] = u.Host

@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"net/http"
@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -18,7 +18,7 @@ var nextLink = regexp.MustCompile(`<([^>]*)>;rel="next"`)
 // page arrives, and the instance sees the connection's token, never the
 // caller's JWT.
 func TestServiceNowPaginationThroughTheBroker(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithSim(func(o *vendorsim.Options) { o.SNTableRows = 8 }))
+	e := testenv.StartBroker(t, testenv.WithSim(func(o *vendorsim.Options) { o.SNTableRows = 8 }))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	token := stored(t, e, broker.Key{Account: acme, Vendor: "servicenow"}).Tokens.AccessToken

@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"net/http"
@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -19,7 +19,7 @@ var seedFields = []string{"vendor", "integrated", "connectionDetails", "refreshT
 // and keep their types; health and its details follow for an integrated
 // vendor only.
 func TestStatusKeepsSeedShapeAndAddsHealth(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithEnv("BROKER_EXPIRY_WARNING", "2401h"))
+	e := testenv.StartBroker(t, testenv.WithEnv("BROKER_EXPIRY_WARNING", "2401h"))
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 
@@ -66,7 +66,7 @@ func TestStatusKeepsSeedShapeAndAddsHealth(t *testing.T) {
 // backoff time, a dead refresh token is reconnect_required, and a
 // user-level connection shows the same in the admin's users listing.
 func TestStatusHealthStates(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "confluence", "", "alice", broker.ResultConnected)
 	e.MustConnect(e.Token(acme, "u1"), "confluence", "flow=user", "bob", broker.ResultConnected)

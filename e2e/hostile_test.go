@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"bufio"
@@ -15,13 +15,13 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // rawRequest writes req (a whole HTTP/1.1 request, as an attacker would type
 // it, so that no client library normalises it) to the broker and reads the
 // answer.
-func rawRequest(t *testing.T, e *brokertest.Env, req string) brokertest.Response {
+func rawRequest(t *testing.T, e *testenv.Broker, req string) testenv.Response {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(e.URL, "http://"), 5*time.Second)
 	if err != nil {
@@ -38,7 +38,7 @@ func rawRequest(t *testing.T, e *brokertest.Env, req string) brokertest.Response
 	}
 	defer res.Body.Close()
 	body, _ := io.ReadAll(res.Body)
-	return brokertest.Response{Status: res.StatusCode, Header: res.Header, Body: body}
+	return testenv.Response{Status: res.StatusCode, Header: res.Header, Body: body}
 }
 
 // metricSum adds up the samples of the named series in an exposition text,
@@ -63,37 +63,37 @@ func metricSum(text, name, skip string) float64 {
 // neighbours (ok) are the legitimate inputs closest to each attack; they must
 // keep working.
 func TestHostileInputsAreRefused(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 
 	const prefix = "https://console.example.com/integrations" // BROKER_RETURN_URLS
-	oauthURL := func(returnTo string) func() brokertest.Response {
-		return func() brokertest.Response {
+	oauthURL := func(returnTo string) func() testenv.Response {
+		return func() testenv.Response {
 			return e.Get("/v1/account/integrations/servicenow/oauth2/url?action=reconnect&returnTo="+url.QueryEscape(returnTo), admin)
 		}
 	}
-	get := func(path string) func() brokertest.Response {
-		return func() brokertest.Response { return e.Get(path, admin) }
+	get := func(path string) func() testenv.Response {
+		return func() testenv.Response { return e.Get(path, admin) }
 	}
-	proxyGet := func(path string) func() brokertest.Response {
-		return func() brokertest.Response {
+	proxyGet := func(path string) func() testenv.Response {
+		return func() testenv.Response {
 			return rawRequest(t, e, "GET /proxy/servicenow"+path+" HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer "+admin+"\r\nConnection: close\r\n\r\n")
 		}
 	}
-	proxyChunked := func(body string) func() brokertest.Response {
-		return func() brokertest.Response {
+	proxyChunked := func(body string) func() testenv.Response {
+		return func() testenv.Response {
 			return rawRequest(t, e, "POST /proxy/servicenow/api/now/table/incident HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer "+admin+
 				"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"+body)
 		}
 	}
-	putConfig := func(body string) func() brokertest.Response {
-		return func() brokertest.Response {
+	putConfig := func(body string) func() testenv.Response {
+		return func() testenv.Response {
 			return e.Do("PUT", "/v1/account/integrations/servicenow/config", admin, strings.NewReader(body), "Content-Type", "application/json")
 		}
 	}
-	as := func(account, sub string, path string) func() brokertest.Response {
-		return func() brokertest.Response {
+	as := func(account, sub string, path string) func() testenv.Response {
+		return func() testenv.Response {
 			tok, err := auth.Mint(e.Secret, auth.Claims{Account: account, Subject: sub, Roles: []string{"admin"}}, time.Hour, time.Now())
 			if err != nil {
 				t.Fatal(err)
@@ -105,7 +105,7 @@ func TestHostileInputsAreRefused(t *testing.T) {
 
 	cases := []struct {
 		item, name string
-		send       func() brokertest.Response
+		send       func() testenv.Response
 		status     int
 		code       string // "" for a neighbour that must pass
 		names      string // what the error message must name
@@ -164,7 +164,7 @@ func TestHostileInputsAreRefused(t *testing.T) {
 		{"5", "conflicting types", get("/v1/account/integrations?type=supportAndTicketing&type=knowledgeBase"), 400, "invalid_request", "type"},
 		{"5", "conflicting booleans", get("/v1/account/integrations?includeUserLevelConnectionData=true&includeUserLevelConnectionData=false"), 400, "invalid_request", "includeUserLevelConnectionData"},
 		{"5", "conflicting actions", get("/v1/account/integrations/servicenow/oauth2/url?action=reconnect&action=changeUser"), 400, "invalid_request", "action"},
-		{"5", "conflicting states at the callback", func() brokertest.Response {
+		{"5", "conflicting states at the callback", func() testenv.Response {
 			return e.Get("/v1/account/integrations/servicenow/oauth2/callback?code=c&state=a&state=b", "")
 		}, 400, "invalid_request", "state"},
 		{"5", "ok: a repeat with the same value", get("/v1/account/integrations?type=supportAndTicketing&type=supportAndTicketing"), 200, "", ""},
@@ -252,7 +252,7 @@ func TestHostileInputsAreRefused(t *testing.T) {
 // the round trip; the answer is still 400 invalid_request, and neither the
 // vendor-error metric nor a "vendor unreachable" line blames the vendor.
 func TestMalformedLateChunkIsTheCallersFault(t *testing.T) {
-	e := brokertest.Start(t)
+	e := testenv.StartBroker(t)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	before := metricSum(e.Metrics(), "tokenbroker_proxy_upstream_errors_total", "")

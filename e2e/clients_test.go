@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 	"github.com/ctreminiom/go-atlassian/pkg/infra/models"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
 // The client set-ups below are quoted verbatim in docs/clients.md;
@@ -52,7 +52,7 @@ func newWikiV2(brokerURL, jwt string) (*confluencev2.Client, error) {
 // works), download the same bytes through a redirect, and delete. The vendor
 // sees the connection's tokens only, never the caller's JWT.
 func TestGoAtlassianThroughTheBroker(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithSim(bigLog))
+	e := testenv.StartBroker(t, testenv.WithSim(bigLog))
 	e.MustConnect(e.Admin(acme), "confluence", "", "alice", broker.ResultConnected)
 	jwt := e.Token(acme, "wiki-sync")
 	ctx := context.Background()
