@@ -207,7 +207,7 @@ func snCall(ctx context.Context, method, brokerURL, path, jwt string, body io.Re
 // refresh, the caller's retry works), follow the rewritten Location, download
 // the same bytes, delete; a user-level connection through X-Broker-User.
 func TestServiceNowPlainClientThroughTheBroker(t *testing.T) {
-	e := brokertest.Start(t, brokertest.WithSim(bigLog))
+	e := testenv.StartBroker(t, testenv.WithSim(bigLog))
 	e.MustConnect(e.Admin(acme), "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	jwt := e.Token(acme, "ticket-sync")
 	ctx := context.Background()

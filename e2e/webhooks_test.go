@@ -1,4 +1,4 @@
-package app_test
+package e2e_test
 
 import (
 	"crypto/hmac"
@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
-	"github.com/tokenbroker/tokenbroker/internal/brokertest"
+	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -127,15 +127,15 @@ func (r *receiver) waitFor(n int) []delivery {
 	}
 }
 
-func webhookEnv(t *testing.T) *brokertest.Env {
-	return brokertest.Start(t,
-		brokertest.WithEnv("BROKER_WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
-		brokertest.WithEnv("BROKER_WEBHOOK_MIN_BACKOFF", "50ms"),
-		brokertest.WithEnv("BROKER_WEBHOOK_MAX_BACKOFF", "400ms"))
+func webhookEnv(t *testing.T) *testenv.Broker {
+	return testenv.StartBroker(t,
+		testenv.WithEnv("BROKER_WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
+		testenv.WithEnv("BROKER_WEBHOOK_MIN_BACKOFF", "50ms"),
+		testenv.WithEnv("BROKER_WEBHOOK_MAX_BACKOFF", "400ms"))
 }
 
 // register creates an endpoint for rcv and hands it the secret.
-func register(t *testing.T, e *brokertest.Env, admin string, rcv *receiver) string {
+func register(t *testing.T, e *testenv.Broker, admin string, rcv *receiver) string {
 	t.Helper()
 	r := e.Do(http.MethodPost, "/v1/account/webhooks", admin,
 		strings.NewReader(`{"url":"`+rcv.srv.URL+`/hook","description":"test receiver"}`), "Content-Type", "application/json")
@@ -229,7 +229,7 @@ func TestHealthWalkWithEvents(t *testing.T) {
 }
 
 // waitBackoff waits until the connection's recorded backoff has passed.
-func waitBackoff(t *testing.T, e *brokertest.Env, key broker.Key) {
+func waitBackoff(t *testing.T, e *testenv.Broker, key broker.Key) {
 	t.Helper()
 	if le := stored(t, e, key).LastError; le != nil {
 		time.Sleep(time.Until(le.RetryAt) + 10*time.Millisecond)
@@ -328,9 +328,9 @@ func TestWebhooksReceiverDownThenUp(t *testing.T) {
 // TestWebhookEndpointManagement: admin only, secrets shown once, private
 // URLs refused by default, another account's endpoint invisible.
 func TestWebhookEndpointManagement(t *testing.T) {
-	e := brokertest.Start(t) // private webhook URLs not allowed by their own setting...
+	e := testenv.StartBroker(t) // private webhook URLs not allowed by their own setting...
 	admin := e.Admin(acme)
-	post := func(jwt, body string) brokertest.Response {
+	post := func(jwt, body string) testenv.Response {
 		return e.Do(http.MethodPost, "/v1/account/webhooks", jwt, strings.NewReader(body), "Content-Type", "application/json")
 	}
 	if r := post(e.Token(acme, "u1"), `{"url":"https://hooks.example.com/x"}`); r.Status != http.StatusForbidden {
