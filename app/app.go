@@ -28,6 +28,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/egress"
 	"github.com/tokenbroker/tokenbroker/httpapi"
 	"github.com/tokenbroker/tokenbroker/proxy"
+	"github.com/tokenbroker/tokenbroker/store/bounded"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/store/instrumented"
 	"github.com/tokenbroker/tokenbroker/store/sealed"
@@ -99,7 +100,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if err != nil {
 		return nil, err
 	}
-	if a.store, err = instrumented.Wrap(raw, a.reg); err != nil {
+	// Every store call is bounded (store/bounded); the metrics see the
+	// bounded calls, timeouts included.
+	if a.store, err = instrumented.Wrap(bounded.Wrap(raw, cfg.StoreTimeout), a.reg); err != nil {
 		_ = raw.Close()
 		return nil, err
 	}
@@ -138,7 +141,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	a.broker, err = broker.New(broker.Options{
 		Store: a.store, Vendors: vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
 		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, RefreshMargin: cfg.RefreshMargin,
-		VendorTimeout: cfg.VendorTimeout, ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks,
+		VendorTimeout: cfg.VendorTimeout, StoreBudget: cfg.StoreTimeout, RetryAfterMax: cfg.RetryAfterMax,
+		ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks,
 		Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {

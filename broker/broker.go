@@ -36,6 +36,12 @@ type Options struct {
 	RefreshMargin time.Duration // default 5m
 	VendorTimeout time.Duration // default 30s: bounds every token-endpoint call
 	LeaseTTL      time.Duration // default VendorTimeout + 15s
+	// StoreBudget is the time all store calls of one refresh may take
+	// together (default 5s).
+	StoreBudget time.Duration
+	// RetryAfterMax caps how long a vendor's Retry-After on a failed refresh
+	// holds the connection's next attempt back (default 5m).
+	RetryAfterMax time.Duration
 	// ExpiryWarning is how long before a refresh token's predicted end the
 	// status says expiringSoon; default DefaultExpiryWarning.
 	ExpiryWarning time.Duration
@@ -82,6 +88,8 @@ type Broker struct {
 	metrics       *metrics
 	refreshes     singleflight.Group
 	inflight      flights
+	storeBudget   time.Duration
+	retryAfterMax time.Duration
 	cache         *cache
 	sched         *schedule
 	pending       *pending
@@ -141,6 +149,12 @@ func New(o Options) (*Broker, error) {
 	}
 	if b.vendorTO <= 0 {
 		b.vendorTO = 30 * time.Second
+	}
+	if b.storeBudget = o.StoreBudget; b.storeBudget <= 0 {
+		b.storeBudget = 5 * time.Second
+	}
+	if b.retryAfterMax = o.RetryAfterMax; b.retryAfterMax <= 0 {
+		b.retryAfterMax = 5 * time.Minute
 	}
 	if b.leaseTTL <= 0 {
 		b.leaseTTL = b.vendorTO + 15*time.Second
@@ -236,7 +250,7 @@ func (b *Broker) client(ctx context.Context, account string, v Vendor) (ClientCr
 // store cannot answer.
 func (b *Broker) clientByID(ctx context.Context, account string, v Vendor, id string) (ClientCredentials, error) {
 	k := Key{Account: account, Vendor: v.Name()}
-	sctx, cancel := storeCtx(ctx)
+	sctx, cancel := storeCall(ctx)
 	c, err := b.client(sctx, account, v)
 	cancel()
 	switch {
@@ -273,7 +287,9 @@ func storeError(err error) error {
 }
 
 func (b *Broker) publish(ctx context.Context, ch Change) {
-	if err := b.store.Publish(ctx, ch); err != nil {
+	pctx, cancel := storeCall(ctx)
+	defer cancel()
+	if err := b.store.Publish(pctx, ch); err != nil {
 		// Other replicas reload on their next resubscription; the write itself
 		// is durable, so this is worth a warning, not a failure.
 		b.log.WarnContext(ctx, "publish change failed", "vendor", ch.Key.Vendor, "err", err)

@@ -125,18 +125,57 @@ type faultyStore struct {
 	broker.Store
 	failGets atomic.Int32 // the next n GetConnection calls fail
 	failPuts atomic.Bool  // PutConnection fails while set
+	// hang makes connection, client and change-feed calls wait for their
+	// context to end, as during a Vault pause (leases still answer, as
+	// Redis does).
+	hang atomic.Bool
+}
+
+func (s *faultyStore) hung(ctx context.Context) error {
+	if !s.hang.Load() {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 func (s *faultyStore) PutConnection(ctx context.Context, c broker.Connection) (broker.Connection, error) {
+	if err := s.hung(ctx); err != nil {
+		return broker.Connection{}, err
+	}
 	if s.failPuts.Load() {
 		return broker.Connection{}, errOutage
 	}
 	return s.Store.PutConnection(ctx, c)
 }
 
+func (s *faultyStore) GetClient(ctx context.Context, account, vendor string) (broker.ClientCredentials, error) {
+	if err := s.hung(ctx); err != nil {
+		return broker.ClientCredentials{}, err
+	}
+	return s.Store.GetClient(ctx, account, vendor)
+}
+
+func (s *faultyStore) ListConnections(ctx context.Context, account, vendor string) ([]broker.Connection, error) {
+	if err := s.hung(ctx); err != nil {
+		return nil, err
+	}
+	return s.Store.ListConnections(ctx, account, vendor)
+}
+
+func (s *faultyStore) Publish(ctx context.Context, ch broker.Change) error {
+	if err := s.hung(ctx); err != nil {
+		return err
+	}
+	return s.Store.Publish(ctx, ch)
+}
+
 var errOutage = errors.New("store outage (test)")
 
 func (s *faultyStore) GetConnection(ctx context.Context, k broker.Key) (broker.Connection, error) {
+	if err := s.hung(ctx); err != nil {
+		return broker.Connection{}, err
+	}
 	if s.failGets.Add(-1) >= 0 {
 		return broker.Connection{}, errOutage
 	}
@@ -152,17 +191,27 @@ func withFaultyStore(fs **faultyStore) func(*broker.Options) {
 	}
 }
 
-// tokenEndpoint answers every token call with a fresh access token and a
-// rotated refresh token numbered by the call.
-func tokenEndpoint() (http.Handler, *atomic.Int64) {
-	var n atomic.Int64
+// vendor is a token endpoint that answers every call with a fresh access
+// token and a rotated refresh token numbered by the call, or 500 while
+// failing is set.
+type vendor struct {
+	calls   atomic.Int64
+	failing atomic.Bool
+}
+
+func tokenEndpoint() (http.Handler, *vendor) {
+	v := &vendor{}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/oauth/token" && !strings.HasSuffix(r.URL.Path, "/oauth_token.do") {
 			http.NotFound(w, r)
 			return
 		}
-		i := n.Add(1)
+		i := v.calls.Add(1)
+		if v.failing.Load() {
+			http.Error(w, `{"error":"server_error"}`, http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"access_token":"access-%d","refresh_token":"refresh-%d","token_type":"Bearer","expires_in":3600}`, i, i)
-	}), &n
+	}), v
 }

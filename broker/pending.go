@@ -100,7 +100,9 @@ func (b *Broker) withPending(stored Connection) Connection {
 // current reads a connection as a refresh must see it: the stored copy, or
 // the pending write derived from it.
 func (b *Broker) current(ctx context.Context, k Key) (Connection, error) {
-	c, err := b.store.GetConnection(ctx, k)
+	sctx, cancel := storeCall(ctx)
+	c, err := b.store.GetConnection(sctx, k)
+	cancel()
 	if err != nil {
 		return c, err
 	}

@@ -43,7 +43,7 @@ func (b *Broker) Refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 		// context and not on the first caller's.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*b.leaseTTL+b.vendorTO)
 		defer cancel()
-		return b.refresh(fctx, key, o)
+		return b.refresh(withStoreBudget(fctx, b.storeBudget), key, o)
 	})
 	select {
 	case <-ctx.Done():
@@ -141,7 +141,7 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 	for {
 		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
 		if err == nil {
-			sctx, cancel := storeCtx(ctx)
+			sctx, cancel := storeCall(ctx)
 			cur, err := b.store.GetConnection(sctx, key)
 			cancel()
 			if err != nil && !errors.Is(err, ErrNotFound) {
@@ -187,9 +187,9 @@ func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, C
 // store, or, when the store is down, from the cache, which the change feed
 // keeps current (a holder that cannot write announces its result anyway).
 func (b *Broker) watch(ctx context.Context, key Key) (Connection, error) {
-	sctx, cancel := storeCtx(ctx)
-	cur, err := b.store.GetConnection(sctx, key)
-	cancel()
+	// Not from the refresh's store budget: this polls for as long as another
+	// holder refreshes; the store wrapper bounds each call.
+	cur, err := b.store.GetConnection(ctx, key)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		if e, ok := b.cache.get(key); ok {
 			return e.conn, nil
@@ -238,7 +238,7 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 		next.LastRefreshAt = now
 		next.LastError = nil
 		next.UpdatedAt = now
-		sctx, cancel := storeCtx(ctx)
+		sctx, cancel := storeCall(ctx)
 		saved, err := b.store.PutConnection(sctx, next)
 		cancel()
 		if err == nil {
@@ -284,8 +284,8 @@ func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection) E
 	if exp := v.RefreshTokenExpiry(c.Tokens); !exp.IsZero() && !now.Before(exp) {
 		return ClassDead
 	}
-	sctx, cancel := storeCtx(ctx)
-	peers, err := b.store.ListConnections(sctx, c.Key.Account, c.Key.Vendor)
+	lctx, cancel := storeCall(ctx)
+	peers, err := b.store.ListConnections(lctx, c.Key.Account, c.Key.Vendor)
 	cancel()
 	if err != nil {
 		return ClassTransient
@@ -348,8 +348,9 @@ func (b *Broker) probe(ctx context.Context, v Vendor, p Connection) probeResult 
 // fail records a failed refresh. Only ClassDead flags the connection.
 func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class ErrorClass, cause error, retryAfter time.Duration) (Connection, error) {
 	// The verdict must be recorded even when the refresh's own context has
-	// run out (a long wait at the vendor): on a fresh context, bounded.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	// run out (a long wait at the vendor): on a fresh context, bounded by
+	// what is left of the refresh's store budget (it carries over).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.storeBudget)
 	defer cancel()
 	now := b.now()
 	b.metrics.refresh(v.Name(), class)
@@ -363,10 +364,14 @@ func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class Error
 		if class == ClassDead {
 			next.RefreshTokenExpired = true
 		} else {
-			next.LastError.RetryAt = now.Add(max(backoff(attempts), retryAfter))
+			// A vendor's Retry-After is honoured up to a cap: one answer
+			// must not park a connection for a day.
+			next.LastError.RetryAt = now.Add(max(backoff(attempts), min(retryAfter, b.retryAfterMax)))
 		}
 		next.UpdatedAt = now
-		saved, err := b.store.PutConnection(ctx, next)
+		sctx, cancel := storeCall(ctx)
+		saved, err := b.store.PutConnection(sctx, next)
+		cancel()
 		if err == nil {
 			b.stored(ctx, saved)
 			b.changed(ctx, &cur, &saved, "")
@@ -430,13 +435,4 @@ func describe(err error) string {
 		return e.Message
 	}
 	return "token endpoint unreachable or answered an unreadable body"
-}
-
-// storeTimeout bounds each store call a refresh makes. A store that hangs
-// (Vault sealed or paused) must not hold a caller for the store client's own
-// timeout and retries: the refresh falls back to memory instead.
-const storeTimeout = 5 * time.Second
-
-func storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, storeTimeout)
 }

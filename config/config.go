@@ -60,6 +60,8 @@ type Config struct {
 	VaultMount               string
 	VaultPrefix              string
 
+	StoreTimeout            time.Duration
+	RetryAfterMax           time.Duration
 	VendorTimeout           time.Duration
 	AllowInsecureVendorURLs bool
 	RefreshMargin           time.Duration

@@ -132,6 +132,12 @@ var settings = []setting{
 		Description: "path prefix of the broker's records in the KV v2 mount",
 		field:       func(c *Config) any { return &c.VaultPrefix }},
 
+	{Env: "BROKER_STORE_TIMEOUT", Default: "5s",
+		Description: "time limit of each store call (Vault, Redis, the embedded file), and the total of the store calls one token refresh makes; a refresh that runs out of it serves and keeps its result in memory",
+		field:       func(c *Config) any { return &c.StoreTimeout }},
+	{Env: "BROKER_RETRY_AFTER_MAX", Default: "5m",
+		Description: "longest a vendor's `Retry-After` on a failed token refresh holds the next attempt of that connection back; longer waits are cut to this",
+		field:       func(c *Config) any { return &c.RetryAfterMax }},
 	{Env: "BROKER_VENDOR_TIMEOUT", Default: "30s",
 		Description: "time limit of each call the broker makes to a vendor on its own behalf (token, identity, revoke)",
 		field:       func(c *Config) any { return &c.VendorTimeout }},

@@ -70,6 +70,12 @@ func (c *Config) Validate() error {
 	if err := checkPositive("BROKER_VENDOR_TIMEOUT", c.VendorTimeout); err != nil {
 		return err
 	}
+	if err := checkPositive("BROKER_STORE_TIMEOUT", c.StoreTimeout); err != nil {
+		return err
+	}
+	if err := checkPositive("BROKER_RETRY_AFTER_MAX", c.RetryAfterMax); err != nil {
+		return err
+	}
 	if err := checkPositive("BROKER_REFRESH_MARGIN", c.RefreshMargin); err != nil {
 		return err
 	}
