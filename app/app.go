@@ -178,7 +178,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	}
 	px, err := proxy.New(proxy.Options{
 		Tokens: a.broker, Caller: accountOf, Vendors: policies, Dial: dial.DialContext,
-		MaxReplayBody: maxReplay, PublicURL: public, Logger: log, Registerer: a.reg, Now: now,
+		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
 		return nil, err

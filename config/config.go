@@ -72,6 +72,7 @@ type Config struct {
 	WebhookMaxBackoff       time.Duration
 	WebhookAllowPrivateURLs bool
 	ProxyMaxReplayBody      int64 // bytes
+	ProxyMaxReplayMemory    int64 // bytes, all requests together
 
 	ServiceNowClientID             string
 	ServiceNowClientSecret         Secret

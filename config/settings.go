@@ -165,6 +165,9 @@ var settings = []setting{
 	{Env: "BROKER_PROXY_MAX_REPLAY_BYTES", Default: "1048576",
 		Description: "proxied request bodies up to this many bytes are kept so that the call can be retried once after a refresh; larger ones stream and are not retried; `0` never retries a call with a body",
 		field:       func(c *Config) any { return &c.ProxyMaxReplayBody }},
+	{Env: "BROKER_PROXY_MAX_REPLAY_MEMORY", Default: "67108864",
+		Description: "memory that the bodies kept for a retry may take, all requests together; when it is in use, a body streams as if it were larger than `BROKER_PROXY_MAX_REPLAY_BYTES` (served, not retried; counted in `tokenbroker_proxy_replay_budget_exceeded_total`)",
+		field:       func(c *Config) any { return &c.ProxyMaxReplayMemory }},
 
 	{Env: "BROKER_SERVICENOW_CLIENT_ID",
 		Description: "default ServiceNow OAuth client id (an account may store its own)",

@@ -97,6 +97,9 @@ func (c *Config) Validate() error {
 	if c.ProxyMaxReplayBody < 0 {
 		return fieldErrorf("BROKER_PROXY_MAX_REPLAY_BYTES", "must not be negative, got %d", c.ProxyMaxReplayBody)
 	}
+	if c.ProxyMaxReplayMemory <= 0 {
+		return fieldErrorf("BROKER_PROXY_MAX_REPLAY_MEMORY", "must be positive, got %d", c.ProxyMaxReplayMemory)
+	}
 
 	if err := checkClient("BROKER_SERVICENOW", c.ServiceNowClientID, c.ServiceNowClientSecret); err != nil {
 		return err

@@ -133,3 +133,32 @@ func (b *callerBody) Read(p []byte) (int, error) {
 }
 
 func (b *callerBody) Close() error { return b.rc.Close() }
+
+// replayBudget is the memory that bodies buffered for a retry may take, all
+// requests together. Without it, N concurrent requests of MaxReplayBody each
+// hold N × MaxReplayBody, and a burst of large writes could exhaust the
+// container's memory. When the budget is spent, a body is streamed as if it
+// were too large to buffer: the request is still served, only its one retry
+// after a token refusal is lost (the refusal is passed through and still
+// triggers the refresh, so the caller's own retry succeeds). Refusing the
+// request instead would turn a burst of load into errors for calls that
+// would almost always have succeeded without a retry.
+type replayBudget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// take reserves n bytes and reports whether they fit.
+func (b *replayBudget) take(n int64) bool {
+	for {
+		used := b.used.Load()
+		if used+n > b.max {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			return true
+		}
+	}
+}
+
+func (b *replayBudget) give(n int64) { b.used.Add(-n) }

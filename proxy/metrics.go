@@ -63,6 +63,7 @@ type vendorMetrics struct {
 	retried       prometheus.Counter
 	notReplayable prometheus.Counter
 	refreshFailed prometheus.Counter
+	overBudget    prometheus.Counter
 }
 
 type metrics struct {
@@ -70,6 +71,9 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	upstream *prometheus.CounterVec
 	retries  *prometheus.CounterVec
+	// notBuffered counts bodies small enough to buffer for a retry that were
+	// streamed because the replay memory budget was spent.
+	notBuffered *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -93,11 +97,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "tokenbroker", Subsystem: "proxy", Name: "retries_total",
 			Help: "Vendor refusals of a token: retried after a refresh, not replayable (passed through), or refresh failed.",
 		}, []string{"vendor", "result"}),
+		notBuffered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "tokenbroker", Subsystem: "proxy", Name: "replay_budget_exceeded_total",
+			Help: "Request bodies small enough to keep for a retry that were streamed instead, because BROKER_PROXY_MAX_REPLAY_MEMORY was in use.",
+		}, []string{"vendor"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.upstream, m.retries} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.upstream, m.retries, m.notBuffered} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register proxy metrics: %w", err)
 		}
@@ -119,5 +127,6 @@ func (m *metrics) forVendor(vendor string) vendorMetrics {
 	vm.retried = m.retries.WithLabelValues(vendor, retryRetried)
 	vm.notReplayable = m.retries.WithLabelValues(vendor, retryNotReplayable)
 	vm.refreshFailed = m.retries.WithLabelValues(vendor, retryRefreshFailed)
+	vm.overBudget = m.notBuffered.WithLabelValues(vendor)
 	return vm
 }

@@ -92,6 +92,10 @@ type Options struct {
 	// 0 means DefaultMaxReplayBody; NeverReplay (any negative value) means
 	// bodies are never buffered (body-less requests are still retried).
 	MaxReplayBody int64
+	// MaxReplayMemory bounds the bodies buffered for a retry, all requests
+	// together; 0 means DefaultMaxReplayMemory. A body that would exceed it
+	// is streamed instead, so that request is not retried (see replayBudget).
+	MaxReplayMemory int64
 	// PublicURL is BROKER_PUBLIC_URL. Absolute URLs of a connection's base in
 	// Link, Location and Content-Location answers are rewritten to the
 	// broker: to this URL for callers that reached the broker by its host,
@@ -109,6 +113,9 @@ const (
 	DefaultMaxReplayBody = 1 << 20
 	// NeverReplay as MaxReplayBody: a call with a body is never retried.
 	NeverReplay = -1
+	// DefaultMaxReplayMemory is 64 full-size bodies at once: far above what
+	// concurrent retryable writes need, far below a container's memory.
+	DefaultMaxReplayMemory = 64 << 20
 	// DefaultNearExpiry is how close to its expiry a token must be for a
 	// NearExpiryStatuses answer to count as "expired".
 	DefaultNearExpiry = time.Minute
@@ -150,6 +157,7 @@ type Proxy struct {
 	rp        *httputil.ReverseProxy
 	pool      *bufferPool
 	maxReplay int64
+	replay    replayBudget
 	public    *url.URL
 	// publicOrigin is public as a string without a trailing "/", made once.
 	publicOrigin string
@@ -189,6 +197,14 @@ func New(o Options) (*Proxy, error) {
 	}
 	if p.maxReplay == 0 {
 		p.maxReplay = DefaultMaxReplayBody
+	}
+	switch {
+	case o.MaxReplayMemory < 0:
+		return nil, errors.New("proxy: Options.MaxReplayMemory is negative")
+	case o.MaxReplayMemory == 0:
+		p.replay.max = DefaultMaxReplayMemory
+	default:
+		p.replay.max = o.MaxReplayMemory
 	}
 	if u := p.public; u != nil && (u.Host == "" || (u.Scheme != "http" && u.Scheme != "https")) {
 		return nil, errors.New("proxy: Options.PublicURL must be an absolute http(s) URL")
@@ -356,9 +372,11 @@ func (p *Proxy) Handle(c *gin.Context) {
 	switch {
 	case r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0:
 		x.replayable = true
-	case r.ContentLength > 0 && r.ContentLength <= p.maxReplay:
-		body, err = readBody(r.Body, r.ContentLength, p.pool)
+	case r.ContentLength > 0 && r.ContentLength <= p.maxReplay && p.replay.take(r.ContentLength):
+		n := r.ContentLength
+		body, err = readBody(r.Body, n, p.pool)
 		if err != nil {
+			p.replay.give(n)
 			if ctx.Err() != nil {
 				x.clientGone = true
 				return
@@ -366,9 +384,15 @@ func (p *Proxy) Handle(c *gin.Context) {
 			p.fail(c, x, http.StatusBadRequest, broker.CodeInvalidRequest, "request body ended before its Content-Length")
 			return
 		}
-		defer body.release()
+		defer func() {
+			body.release()
+			p.replay.give(n)
+		}()
 		x.replayable = true
 	default:
+		if r.ContentLength > 0 && r.ContentLength <= p.maxReplay {
+			v.m.overBudget.Inc() // replayable by size, but the budget is spent
+		}
 		// Streamed. A chunked body's first chunk is read before the vendor is
 		// contacted, so that a malformed one (a chunk size that overflows, a
 		// CR in a chunk extension) is refused without the vendor seeing a
