@@ -184,12 +184,17 @@ func (b *Broker) follow(ctx context.Context, changes <-chan Change) {
 		if ctx.Err() != nil {
 			return
 		}
-		var err error
-		for changes == nil || err != nil {
+		// The feed closed: subscribe again, once a second until the store
+		// takes it, then reload (changes may have been missed meanwhile).
+		for {
 			if sleepCtx(ctx, time.Second) != nil {
 				return
 			}
-			changes, err = b.store.Subscribe(ctx)
+			var err error
+			if changes, err = b.store.Subscribe(ctx); err == nil {
+				break
+			}
+			b.log.WarnContext(ctx, "resubscribe to changes failed", "err", err)
 		}
 		if err := b.reload(ctx); err != nil {
 			b.log.WarnContext(ctx, "reload after resubscribe failed", "err", err)

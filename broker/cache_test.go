@@ -55,3 +55,43 @@ func TestCancelledCallerDoesNotPoisonCache(t *testing.T) {
 		}
 	})
 }
+
+// TestFollowResubscribesAfterFeedBreaks is part of defect 9 of issue 9: when
+// the change feed closed, follow() skipped resubscribing (the closed channel
+// was not nil) and reloaded every connection in a hot loop, never receiving
+// a change again. It must resubscribe (about once a second until it can),
+// reload once, and then apply changes from the new feed.
+func TestFollowResubscribesAfterFeedBreaks(t *testing.T) {
+	var fs *feedStore
+	c := newCore(t, http.NotFoundHandler(), nil, withFeedStore(&fs))
+	r, err := c.Start(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	fs.breakFeed()
+	deadline := time.Now().Add(5 * time.Second)
+	for fs.subscribes.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := fs.subscribes.Load(); n != 2 {
+		t.Fatalf("%d subscriptions 5 s after the feed broke, want 2 (the first and one resubscription)", n)
+	}
+	if n := fs.reloads.Load(); n != 2 {
+		t.Errorf("%d full reloads, want 2 (start-up and one after resubscribing)", n)
+	}
+	// A change announced on the new feed reaches the cache.
+	conn := c.seed(t, "servicenow", "fresh-access", "r", time.Now().Add(time.Hour))
+	snapshot := conn
+	if err := c.Store.Publish(ctxT(t), broker.Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot}); err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(deadline.Add(5 * time.Second)) {
+		if c.Cached(conn.Key) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("a change published after the resubscription never reached the cache")
+}

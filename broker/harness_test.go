@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,4 +215,43 @@ func tokenEndpoint() (http.Handler, *vendor) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"access_token":"access-%d","refresh_token":"refresh-%d","token_type":"Bearer","expires_in":3600}`, i, i)
 	}), v
+}
+
+// feedStore is a real store whose change feed the test can break, as a
+// Redis restart breaks the subscription; it counts subscriptions and full
+// reloads.
+type feedStore struct {
+	broker.Store
+	mu         sync.Mutex
+	cancelFeed context.CancelFunc
+	subscribes atomic.Int64
+	reloads    atomic.Int64
+}
+
+func (s *feedStore) Subscribe(ctx context.Context) (<-chan broker.Change, error) {
+	s.subscribes.Add(1)
+	fctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	s.cancelFeed = cancel
+	s.mu.Unlock()
+	return s.Store.Subscribe(fctx)
+}
+
+func (s *feedStore) AllConnections(ctx context.Context, fn func(broker.Connection) error) error {
+	s.reloads.Add(1)
+	return s.Store.AllConnections(ctx, fn)
+}
+
+// breakFeed ends the current subscription: its channel closes.
+func (s *feedStore) breakFeed() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancelFeed()
+}
+
+func withFeedStore(fs **feedStore) func(*broker.Options) {
+	return func(o *broker.Options) {
+		*fs = &feedStore{Store: o.Store}
+		o.Store = *fs
+	}
 }
