@@ -140,7 +140,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	}
 	a.broker, err = broker.New(broker.Options{
 		Store: a.store, Vendors: vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
-		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, RefreshMargin: cfg.RefreshMargin,
+		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, MaxPendingFlows: int(cfg.MaxPendingFlows), RefreshMargin: cfg.RefreshMargin,
 		VendorTimeout: cfg.VendorTimeout, StoreBudget: cfg.StoreTimeout, RetryAfterMax: cfg.RetryAfterMax,
 		ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks,
 		Logger: log, Registerer: a.reg, Now: now,

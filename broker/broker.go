@@ -31,11 +31,14 @@ type Options struct {
 	// HTTPClient is used for token-endpoint calls (x/oauth2); nil means a
 	// client with VendorTimeout. Redirects are never followed, whatever its
 	// policy.
-	HTTPClient    *http.Client
-	StateTTL      time.Duration // default 10m
-	RefreshMargin time.Duration // default 5m
-	VendorTimeout time.Duration // default 30s: bounds every token-endpoint call
-	LeaseTTL      time.Duration // default VendorTimeout + 15s
+	HTTPClient *http.Client
+	StateTTL   time.Duration // default 10m
+	// MaxPendingFlows bounds the OAuth flows one caller has in progress on
+	// this replica; 0 means DefaultMaxPendingFlows.
+	MaxPendingFlows int
+	RefreshMargin   time.Duration // default 5m
+	VendorTimeout   time.Duration // default 30s: bounds every token-endpoint call
+	LeaseTTL        time.Duration // default VendorTimeout + 15s
 	// StoreBudget is the time all store calls of one refresh may take
 	// together (default 5s).
 	StoreBudget time.Duration
@@ -77,6 +80,7 @@ type Broker struct {
 	returnURLs    []returnPrefix
 	hc            *http.Client
 	stateTTL      time.Duration
+	flows         *flowLimit
 	margin        time.Duration
 	vendorTO      time.Duration
 	leaseTTL      time.Duration
@@ -144,6 +148,11 @@ func New(o Options) (*Broker, error) {
 	if b.stateTTL <= 0 {
 		b.stateTTL = 10 * time.Minute
 	}
+	maxFlows := o.MaxPendingFlows
+	if maxFlows <= 0 {
+		maxFlows = DefaultMaxPendingFlows
+	}
+	b.flows = newFlowLimit(maxFlows, b.stateTTL)
 	if b.margin <= 0 {
 		b.margin = 5 * time.Minute
 	}

@@ -31,6 +31,7 @@ const (
 	CodeUserMismatch        Code = "user_mismatch"
 	CodeClientNotConfigured Code = "client_not_configured"
 	CodeStoreUnavailable    Code = "store_unavailable"
+	CodeTooManyFlows        Code = "too_many_flows" // a caller's OAuth flows in progress are at the limit
 	CodeInternal            Code = "internal"
 )
 
@@ -86,6 +87,8 @@ func (c Code) HTTPStatus() int {
 		return http.StatusBadGateway
 	case CodeStoreUnavailable:
 		return http.StatusServiceUnavailable
+	case CodeTooManyFlows:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }

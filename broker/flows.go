@@ -128,8 +128,15 @@ func (b *Broker) AuthURL(ctx context.Context, caller Caller, vendorName string, 
 		st.Verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(st.Verifier))
 	}
+	fc := flowCaller{account: caller.Account, subject: caller.Subject}
+	if wait, ok := b.flows.start(fc, b.now()); !ok {
+		return "", newError(CodeTooManyFlows, nil,
+			"%d OAuth flows started by this caller are in progress; finish one or retry in %s (a state expires after %s)",
+			b.flows.max, wait.Round(time.Second), b.stateTTL)
+	}
 	id := randomToken(32)
 	if err := b.store.PutState(ctx, id, st, b.stateTTL); err != nil {
+		b.flows.done(fc)
 		return "", storeError(err)
 	}
 	b.log.InfoContext(ctx, "oauth flow started", "account", caller.Account, "vendor", v.Name(),
@@ -197,6 +204,7 @@ func (b *Broker) Callback(ctx context.Context, vendorName string, r CallbackRequ
 	case err != nil:
 		return res, storeError(err)
 	}
+	b.flows.done(flowCaller{account: st.Account, subject: st.Subject})
 	if st.Vendor != v.Name() {
 		return res, newError(CodeInvalidState, nil, "state was issued for another vendor")
 	}

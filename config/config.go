@@ -40,6 +40,8 @@ type Config struct {
 
 	ReturnURLs []string
 	StateTTL   time.Duration
+	// MaxPendingFlows bounds the OAuth flows one caller has in progress.
+	MaxPendingFlows int64
 
 	DataDir       string
 	EncryptionKey Secret // base64 of 32 bytes; empty: generated into DataDir

@@ -79,6 +79,9 @@ var settings = []setting{
 	{Env: "BROKER_STATE_TTL", Default: "10m",
 		Description: "lifetime of a one-time OAuth `state`",
 		field:       func(c *Config) any { return &c.StateTTL }},
+	{Env: "BROKER_MAX_PENDING_FLOWS", Default: "20",
+		Description: "OAuth flows one caller (account and `sub`) may have started and not finished, per replica; one more is `429 too_many_flows` until a callback arrives or a state expires",
+		field:       func(c *Config) any { return &c.MaxPendingFlows }},
 
 	{Env: "BROKER_DATA_DIR", Default: "./data",
 		Description: "folder of the embedded store (used when Redis and Vault are not configured)",

@@ -62,6 +62,9 @@ func (c *Config) Validate() error {
 	if err := checkPositive("BROKER_STATE_TTL", c.StateTTL); err != nil {
 		return err
 	}
+	if c.MaxPendingFlows < 1 || c.MaxPendingFlows > 10000 {
+		return fieldErrorf("BROKER_MAX_PENDING_FLOWS", "must be between 1 and 10000, got %d", c.MaxPendingFlows)
+	}
 
 	if err := c.validateStores(); err != nil {
 		return err

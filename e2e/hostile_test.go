@@ -283,3 +283,29 @@ func TestMalformedLateChunkIsTheCallersFault(t *testing.T) {
 		t.Errorf("logged as a vendor failure")
 	}
 }
+
+// TestOAuthFlowsPerCallerAreBounded: a caller asking for OAuth URLs in a loop
+// fills the state store; past BROKER_MAX_PENDING_FLOWS flows in progress the
+// next one is 429 too_many_flows, without a state stored. Other callers are
+// not affected, and a finished flow frees its slot.
+func TestOAuthFlowsPerCallerAreBounded(t *testing.T) {
+	e := testenv.StartBroker(t, testenv.WithEnv("BROKER_MAX_PENDING_FLOWS", "3"))
+	admin := e.Admin(acme)
+	var urls []string
+	for range 3 {
+		urls = append(urls, e.AuthURL(admin, "servicenow", e.SNInstance("acme")))
+	}
+	r := e.Get("/v1/account/integrations/servicenow/oauth2/url?"+e.SNInstance("acme"), admin)
+	if r.Status != http.StatusTooManyRequests || r.ErrorCode() != "too_many_flows" {
+		t.Fatalf("fourth flow in progress: want 429 too_many_flows, got %d %s", r.Status, r.Body)
+	}
+	if !strings.Contains(string(r.Body), "retry in") {
+		t.Errorf("the error does not say when to retry: %s", r.Body)
+	}
+	// Another admin of the account, and the same sub in another account.
+	e.AuthURL(e.Token(acme, "other-admin", "admin"), "servicenow", e.SNInstance("acme"))
+	e.AuthURL(e.Token("globex-corp", "admin@acme-corp", "admin"), "servicenow", e.SNInstance("acme"))
+	// Finishing one flow frees a slot.
+	e.MustConnectURL(urls[0], "alice", broker.ResultConnected)
+	e.AuthURL(admin, "servicenow", "action=reconnect")
+}
