@@ -13,10 +13,29 @@ import (
 // writes this replica makes (synchronously, before the write's caller is
 // answered), change notifications from other replicas, and a full reload
 // when notifications may have been missed.
+//
+// Deleted connections leave a tombstone: the deleted version, so that a
+// change notification that arrives late (sent before the delete, or read by
+// a slow replica) cannot bring the connection, tokens and all, back. Stores
+// never reuse a version, so a new connect after a disconnect has a higher
+// one and is taken.
 type cache struct {
 	mu      sync.RWMutex
 	entries map[Key]*cached
+	gone    map[Key]tombstone
 }
+
+type tombstone struct {
+	version uint64
+	at      time.Time
+}
+
+// Tombstones are kept this long at least; past it, and only when there are
+// many, they are dropped to bound memory (news that late is not expected).
+const (
+	tombstoneTTL = 10 * time.Minute
+	tombstoneMax = 10000
+)
 
 // cached is an immutable snapshot: replaced whole, never mutated, so readers
 // holding an old one (requests in flight) finish with the old token.
@@ -25,7 +44,9 @@ type cached struct {
 	base *url.URL
 }
 
-func newCache() *cache { return &cache{entries: make(map[Key]*cached)} }
+func newCache() *cache {
+	return &cache{entries: make(map[Key]*cached), gone: make(map[Key]tombstone)}
+}
 
 func (c *cache) get(k Key) (*cached, bool) {
 	c.mu.RLock()
@@ -34,16 +55,25 @@ func (c *cache) get(k Key) (*cached, bool) {
 	return e, ok
 }
 
-// put stores conn unless the cache holds something newer: a higher version,
-// or the same version with tokens issued later (a refresh result the store
-// could not take yet). It reports whether the entry changed.
-func (c *cache) put(conn Connection, base *url.URL) bool {
+// put stores conn unless the cache holds something newer (a higher
+// version, or the same version with tokens issued later: a refresh result
+// the store could not take yet) or conn is a deleted version. When the entry
+// changes, changed runs under the same lock, so that what follows the cache
+// (the refresh schedule) cannot be overtaken by a racing put.
+func (c *cache) put(conn Connection, base *url.URL, changed func(Connection)) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if t, ok := c.gone[conn.Key]; ok {
+		if conn.Version <= t.version {
+			return false
+		}
+		delete(c.gone, conn.Key)
+	}
 	if cur, ok := c.entries[conn.Key]; ok && newer(cur.conn, conn) {
 		return false
 	}
 	c.entries[conn.Key] = &cached{conn: conn, base: base}
+	changed(conn)
 	return true
 }
 
@@ -55,23 +85,49 @@ func newer(a, b Connection) bool {
 	return a.Tokens.IssuedAt.After(b.Tokens.IssuedAt)
 }
 
-func (c *cache) remove(k Key) {
+// remove drops k, leaving a tombstone at version (or the cached version,
+// when higher), and runs removed under the lock.
+func (c *cache) remove(k Key, version uint64, now time.Time, removed func()) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[k]; ok && e.conn.Version > version {
+		version = e.conn.Version
+	}
 	delete(c.entries, k)
-	c.mu.Unlock()
+	if t, ok := c.gone[k]; !ok || t.version < version {
+		c.gone[k] = tombstone{version: version, at: now}
+	}
+	if len(c.gone) > tombstoneMax {
+		for gk, t := range c.gone {
+			if now.Sub(t.at) > tombstoneTTL {
+				delete(c.gone, gk)
+			}
+		}
+	}
+	removed()
 }
 
 // replace swaps in the content of a reload, keeping any cached entry that
-// is newer than the store's copy (a refresh result not yet written).
-func (c *cache) replace(all map[Key]*cached) {
+// is newer than the store's copy (a refresh result not yet written) and
+// leaving out deleted versions (a walk that read them before the delete).
+// each runs for every entry kept, under the lock.
+func (c *cache) replace(all map[Key]*cached, each func(Connection)) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, loaded := range all {
+		if t, ok := c.gone[k]; ok && loaded.conn.Version <= t.version {
+			delete(all, k)
+		}
+	}
 	for k, cur := range c.entries {
 		if loaded, ok := all[k]; ok && newer(cur.conn, loaded.conn) {
 			all[k] = cur
 		}
 	}
 	c.entries = all
-	c.mu.Unlock()
+	for _, e := range all {
+		each(e.conn)
+	}
 }
 
 // flagged counts flagged connections of one vendor (a gauge, read at scrape).
@@ -94,20 +150,25 @@ func (b *Broker) stored(ctx context.Context, conn Connection) {
 	b.publish(ctx, Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot})
 }
 
-// deleted is called after this replica deletes a connection.
-func (b *Broker) deleted(ctx context.Context, k Key) {
-	b.cache.remove(k)
-	b.publish(ctx, Change{Key: k, Deleted: true})
+// deleted is called after this replica deletes version of a connection.
+func (b *Broker) deleted(ctx context.Context, k Key, version uint64) {
+	b.uncache(k, version)
+	b.publish(ctx, Change{Key: k, Version: version, Deleted: true})
 }
+
+func (b *Broker) uncache(k Key, version uint64) {
+	b.cache.remove(k, version, b.now(), func() { b.sched.schedule(k, time.Time{}) })
+}
+
+// reschedule sets when the background refresher next refreshes conn.
+func (b *Broker) reschedule(conn Connection) { b.sched.schedule(conn.Key, b.nextRefresh(conn)) }
 
 func (b *Broker) cacheConn(conn Connection) {
 	v, ok := b.vendors[conn.Key.Vendor]
 	if !ok {
 		return
 	}
-	if b.cache.put(conn, v.APIBase(conn.Instance)) {
-		b.sched.schedule(conn.Key, b.nextRefresh(conn))
-	}
+	b.cache.put(conn, v.APIBase(conn.Instance), b.reschedule)
 }
 
 // Access returns a connection's current access token from memory. It waits
@@ -165,12 +226,7 @@ func (b *Broker) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b.cache.replace(all)
-	for k := range all {
-		if e, ok := b.cache.get(k); ok {
-			b.sched.schedule(k, b.nextRefresh(e.conn))
-		}
-	}
+	b.cache.replace(all, b.reschedule)
 	return nil
 }
 
@@ -209,7 +265,7 @@ func (b *Broker) apply1(ctx context.Context, ch Change) {
 			b.log.WarnContext(ctx, "reload after missed changes failed", "err", err)
 		}
 	case ch.Deleted:
-		b.cache.remove(ch.Key)
+		b.uncache(ch.Key, ch.Version)
 	default:
 		if ch.Conn != nil && ch.Conn.Key == ch.Key {
 			c := *ch.Conn
@@ -223,7 +279,7 @@ func (b *Broker) apply1(ctx context.Context, ch Change) {
 		conn, err := b.store.GetConnection(ctx, ch.Key)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			b.cache.remove(ch.Key)
+			b.uncache(ch.Key, ch.Version)
 		case err != nil:
 			b.log.WarnContext(ctx, "read of changed connection failed", "vendor", ch.Key.Vendor, "err", err)
 		default:

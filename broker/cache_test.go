@@ -95,3 +95,45 @@ func TestFollowResubscribesAfterFeedBreaks(t *testing.T) {
 	}
 	t.Fatal("a change published after the resubscription never reached the cache")
 }
+
+// TestLateChangeCannotResurrectDisconnected is part of defect 9 of issue 9:
+// the cache kept no tombstone, so a change notification that arrived after a
+// disconnect (sent before it, delivered late, or replayed by a slow
+// replica) put the deleted connection, tokens and all, back into memory.
+func TestLateChangeCannotResurrectDisconnected(t *testing.T) {
+	c := newCore(t, http.NotFoundHandler(), nil)
+	conn := c.seed(t, "confluence", "old-access", "r", time.Now().Add(time.Hour))
+	r, err := c.Start(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Stop)
+	admin := broker.Caller{Account: "acme", Subject: "admin@acme", Admin: true}
+	if err := c.Disconnect(ctxT(t), admin, "confluence"); err != nil {
+		t.Fatal(err)
+	}
+	late := conn
+	if err := c.Store.Publish(ctxT(t), broker.Change{Key: conn.Key, Version: conn.Version, Conn: &late}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the feed delivers within milliseconds
+	if c.Cached(conn.Key) {
+		t.Fatal("a late change notification brought the disconnected connection back into the cache")
+	}
+	if _, err := c.Access(ctxT(t), conn.Key); broker.CodeOf(err) != broker.CodeNotConnected {
+		t.Fatalf("after the disconnect and a late notification: %v, want not_connected", err)
+	}
+	// A new connect (a higher version) is taken as usual.
+	again := c.seed(t, "confluence", "new-access", "r2", time.Now().Add(time.Hour))
+	next := again
+	if err := c.Store.Publish(ctxT(t), broker.Change{Key: again.Key, Version: again.Version, Conn: &next}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for !c.Cached(again.Key) {
+		if time.Now().After(deadline) {
+			t.Fatal("a new connection after the disconnect never reached the cache")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

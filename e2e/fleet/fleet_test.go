@@ -120,6 +120,7 @@ func (w *readiness) finish(t *testing.T) {
 	w.wg.Wait()
 	if n := w.notReady.Load(); n != 0 {
 		t.Errorf("/readyz answered other than 200 %d times of %d; first: %v", n, w.polls.Load(), w.first.Load())
+		return
 	}
 	t.Logf("/readyz: %d polls, all 200", w.polls.Load())
 }
