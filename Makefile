@@ -20,11 +20,18 @@ build:
 demo: build
 	./bin/demo -broker ./bin/broker -vendorsim ./bin/vendorsim
 
-# Everything, then the end-to-end suites (e2e) again on the
-# production store: Vault and Redis servers started by the tests themselves.
+# Everything, then the end-to-end suites (e2e) again on the production
+# store. First scripts/ensure-test-deps.sh installs redis-server and Chromium
+# (apt-get, as root) and builds or finds Vault, or fails in one line saying
+# what to install: a missing server fails its tests, never skips them.
+# test-short is the quick subset: no race detector, and tests that need a
+# server that is not installed, or a broker process, skip.
 test:
-	$(GO) test -race -count=1 -timeout 25m ./...
-	TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./e2e
+	@vault=$$(scripts/ensure-test-deps.sh) && \
+	echo "$(GO) test -race -count=1 -timeout 25m ./..." && \
+	TOKENBROKER_VAULT_BIN=$$vault $(GO) test -race -count=1 -timeout 25m ./... && \
+	echo "TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./e2e" && \
+	TOKENBROKER_VAULT_BIN=$$vault TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./e2e
 
 test-short:
 	$(GO) test -count=1 -short ./...

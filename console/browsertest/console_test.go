@@ -237,13 +237,20 @@ type browser struct {
 	output   *testenv.LogBuffer
 }
 
-const chromiumPath = "/usr/bin/chromium"
+// chromiumPath is Debian's Chromium unless TOKENBROKER_CHROMIUM names
+// another (scripts/ensure-test-deps.sh reads the same variable).
+func chromiumPath() string {
+	if p := os.Getenv("TOKENBROKER_CHROMIUM"); p != "" {
+		return p
+	}
+	return "/usr/bin/chromium"
+}
 
 // startBrowser starts Chromium with one tab; console problems on pages of
 // origin (the broker) fail the test.
 func startBrowser(t *testing.T, origin string) *browser {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
+	if _, err := os.Stat(chromiumPath()); err != nil {
 		testenv.Missing(t, "chromium", err)
 	}
 	root := testenv.ModuleRoot(t)
@@ -257,7 +264,7 @@ func startBrowser(t *testing.T, origin string) *browser {
 	}
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
+		chromedp.ExecPath(chromiumPath()),
 		chromedp.Headless,
 		chromedp.NoSandbox,
 		chromedp.DisableGPU,

@@ -1,5 +1,5 @@
 // Package browsertest drives the admin console (/admin/) in a real headless
-// Chromium (Debian's /usr/bin/chromium, through chromedp) against an
+// Chromium (Debian's /usr/bin/chromium or $TOKENBROKER_CHROMIUM, through chromedp) against an
 // in-process broker and the vendor simulator, as a person would: paste a
 // token, connect, approve on the simulator's consent page, see the
 // Reconnect warning, reconnect, change user, disconnect. Screenshots of each
