@@ -130,6 +130,33 @@ type faultyStore struct {
 	// context to end, as during a Vault pause (leases still answer, as
 	// Redis does).
 	hang atomic.Bool
+	// loseLeases hands out leases already lost (renewal failed); lease is
+	// the last one handed out, to lose it mid-refresh.
+	loseLeases atomic.Bool
+	lease      atomic.Pointer[testLease]
+}
+
+// testLease is a real lease whose loss the test decides.
+type testLease struct {
+	broker.Lease
+	lost chan struct{}
+	once sync.Once
+}
+
+func (l *testLease) Lost() <-chan struct{} { return l.lost }
+func (l *testLease) lose()                 { l.once.Do(func() { close(l.lost) }) }
+
+func (s *faultyStore) AcquireLease(ctx context.Context, name string, ttl time.Duration) (broker.Lease, error) {
+	l, err := s.Store.AcquireLease(ctx, name, ttl)
+	if err != nil {
+		return l, err
+	}
+	tl := &testLease{Lease: l, lost: make(chan struct{})}
+	if s.loseLeases.Load() {
+		tl.lose()
+	}
+	s.lease.Store(tl)
+	return tl, nil
 }
 
 func (s *faultyStore) hung(ctx context.Context) error {

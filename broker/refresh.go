@@ -56,6 +56,20 @@ func (b *Broker) Refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	}
 }
 
+// lost reports whether l could not be renewed and may be held by another.
+func lost(l Lease) bool {
+	select {
+	case <-l.Lost():
+		return true
+	default:
+		return false
+	}
+}
+
+func errLeaseLost(v Vendor, cause error) error {
+	return newError(CodeVendorUnavailable, cause, "%s token refresh stopped: the refresh lease was lost", v.Name())
+}
+
 func leaseName(k Key) string {
 	return "refresh/" + url.PathEscape(k.Account) + "/" + url.PathEscape(k.Vendor) + "/" + url.PathEscape(k.UserID)
 }
@@ -114,9 +128,21 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 		return b.fail(ctx, v, cur, ClassClientConfig, err, 0)
 	}
 
+	// A lost lease (its renewal failed) may be held by another replica now:
+	// do not spend the refresh token on its behalf.
+	if lost(lease) {
+		return cur, errLeaseLost(v, nil)
+	}
 	tok, err := b.callTokenEndpoint(ctx, v, cur, client)
 	if err == nil {
+		// Written even if the lease was lost meanwhile: the write is fenced
+		// by check-and-set, and a rotated refresh token must never be dropped.
 		return b.succeed(ctx, v, cur, tok)
+	}
+	if lost(lease) {
+		// The new holder decides what the failure means; a verdict from here
+		// could flag a connection another replica has refreshed meanwhile.
+		return cur, errLeaseLost(v, err)
 	}
 	class := ClassifyTokenError(err)
 	// A changed refresh token in the store means another writer won the race
