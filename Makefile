@@ -6,6 +6,9 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+# The chart, image, dashboard and alert checks are their own Go module, so the
+# Kubernetes, Prometheus and BuildKit libraries stay out of the product's.
+DEPLOYTEST := deploy/deploytest
 
 .PHONY: all build demo test test-short lint fmt bench clean
 
@@ -21,7 +24,7 @@ demo: build
 	./bin/demo -broker ./bin/broker -vendorsim ./bin/vendorsim
 
 # Everything, then the end-to-end suites (e2e) again on the production
-# store. First scripts/ensure-test-deps.sh installs redis-server and Chromium
+# store, then the dashboard, alert and manifest checks of $(DEPLOYTEST). First scripts/ensure-test-deps.sh installs redis-server and Chromium
 # (apt-get, as root) and builds or finds Vault, or fails in one line saying
 # what to install: a missing server fails its tests, never skips them.
 # test-short is the quick subset: no race detector, and tests that need a
@@ -31,15 +34,20 @@ test:
 	echo "$(GO) test -race -count=1 -timeout 25m ./..." && \
 	TOKENBROKER_VAULT_BIN=$$vault $(GO) test -race -count=1 -timeout 25m ./... && \
 	echo "TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./e2e" && \
-	TOKENBROKER_VAULT_BIN=$$vault TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./e2e
+	TOKENBROKER_VAULT_BIN=$$vault TOKENBROKER_TEST_STORE=production $(GO) test -race -count=1 -timeout 15m ./e2e && \
+	echo "cd $(DEPLOYTEST) && $(GO) test -race -count=1 ./..." && \
+	cd $(DEPLOYTEST) && TOKENBROKER_VAULT_BIN=$$vault $(GO) test -race -count=1 -timeout 10m ./...
 
 test-short:
 	$(GO) test -count=1 -short ./...
+	cd $(DEPLOYTEST) && $(GO) test -count=1 -short ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd $(DEPLOYTEST) && $(GO) vet ./... && $(GO) vet -tags chartcheck ./... && \
+	  $(GO) run $(STATICCHECK) -tags chartcheck ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
@@ -49,8 +57,8 @@ clean:
 
 # --- chart-check (issue 5): the Helm chart, the Dockerfile, the dashboard and alert rules ---
 # `helm lint --strict` and `helm template` for every values file in helm/tokenbroker/ci, then
-# the tests behind the build tag chartcheck in deploy/deploytest (kept out of `go test ./...`,
-# so `make test` needs no Helm): every rendered manifest decoded strictly into the Kubernetes
+# the tests behind the build tag chartcheck in deploy/deploytest, its own Go module (kept out
+# of `make test`, so it needs no Helm): every rendered manifest decoded strictly into the Kubernetes
 # API types, the chart's refusals, sidecar mode from a parent chart, and the image (the
 # Dockerfile's build flags are GOBUILD's; the binary is built from the build context and runs
 # as 65532 from a read-only folder). Helm is built once from the Go module proxy and cached
@@ -68,9 +76,9 @@ chart-check:
 	  $$helm template tokenbroker $(CHART) --namespace tokenbroker -f $$values \
 	    > $(CHART_RENDER)/$$(basename $$values) || exit 1; \
 	done
-	$(GO) vet -tags chartcheck ./deploy/deploytest
-	CHART_RENDER_DIR=$(CURDIR)/$(CHART_RENDER) HELM=$$(scripts/ensure-helm.sh) \
-	  $(GO) test -tags chartcheck -count=1 ./deploy/deploytest
+	cd $(DEPLOYTEST) && $(GO) vet -tags chartcheck ./...
+	cd $(DEPLOYTEST) && CHART_RENDER_DIR=$(CURDIR)/$(CHART_RENDER) HELM=$$($(CURDIR)/scripts/ensure-helm.sh) \
+	  $(GO) test -tags chartcheck -count=1 ./...
 
 # --- bench: whole-system figures on the production store (Vault and Redis
 # started by the benchmark itself), side by side with direct vendor calls.
