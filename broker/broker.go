@@ -92,6 +92,7 @@ type Broker struct {
 	metrics       *metrics
 	refreshes     singleflight.Group
 	inflight      flights
+	unannounced   unannounced
 	storeBudget   time.Duration
 	retryAfterMax time.Duration
 	cache         *cache
@@ -293,14 +294,4 @@ func (b *Broker) clientByID(ctx context.Context, account string, v Vendor, id st
 
 func storeError(err error) error {
 	return newError(CodeStoreUnavailable, err, "the token store is unavailable")
-}
-
-func (b *Broker) publish(ctx context.Context, ch Change) {
-	pctx, cancel := storeCall(ctx)
-	defer cancel()
-	if err := b.store.Publish(pctx, ch); err != nil {
-		// Other replicas reload on their next resubscription; the write itself
-		// is durable, so this is worth a warning, not a failure.
-		b.log.WarnContext(ctx, "publish change failed", "vendor", ch.Key.Vendor, "err", err)
-	}
 }

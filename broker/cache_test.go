@@ -137,3 +137,38 @@ func TestLateChangeCannotResurrectDisconnected(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFailedPublishIsRetried is part of defect 9 of issue 9: a change whose
+// announcement failed was only logged, so the other replicas kept serving
+// the previous tokens until some unrelated reload. The announcement is
+// retried until the notifier takes it.
+func TestFailedPublishIsRetried(t *testing.T) {
+	h, _ := tokenEndpoint()
+	var fs *faultyStore
+	a := newCore(t, h, nil, withFaultyStore(&fs))
+	b := a.peer(t, fs.Store) // the other replica announces normally
+	conn := a.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(time.Hour))
+	for _, c := range []*core{a, b} {
+		r, err := c.Start(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Stop)
+	}
+	fs.failPublishes.Store(1)
+	got, err := a.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		acc, err := b.Access(ctxT(t), conn.Key)
+		if err == nil && acc.Token == got.Tokens.AccessToken {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after a failed announcement the other replica serves %q (%v), want %q", acc.Token, err, got.Tokens.AccessToken)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

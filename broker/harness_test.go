@@ -126,6 +126,8 @@ type faultyStore struct {
 	broker.Store
 	failGets atomic.Int32 // the next n GetConnection calls fail
 	failPuts atomic.Bool  // PutConnection fails while set
+	// failPublishes: the next n Publish calls fail.
+	failPublishes atomic.Int32
 	// hang makes connection, client and change-feed calls wait for their
 	// context to end, as during a Vault pause (leases still answer, as
 	// Redis does).
@@ -195,6 +197,10 @@ func (s *faultyStore) Publish(ctx context.Context, ch broker.Change) error {
 	if err := s.hung(ctx); err != nil {
 		return err
 	}
+	if s.failPublishes.Add(-1) >= 0 {
+		return errOutage
+	}
+	s.failPublishes.Store(0)
 	return s.Store.Publish(ctx, ch)
 }
 

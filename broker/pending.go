@@ -123,7 +123,8 @@ func (b *Broker) keepPending(ctx context.Context, next Connection, usedRefresh s
 		"vendor", next.Key.Vendor, "err", err)
 }
 
-// flushPending writes pending refresh results until ctx ends.
+// flushPending writes pending refresh results, and announces again the
+// changes whose announcement failed, until ctx ends.
 func (b *Broker) flushPending(ctx context.Context) {
 	wait := time.Second
 	for {
@@ -135,6 +136,9 @@ func (b *Broker) flushPending(ctx context.Context) {
 			if err := b.writePending(ctx, w); err != nil {
 				failed = true
 			}
+		}
+		if b.announceAgain(ctx) {
+			failed = true
 		}
 		if failed {
 			wait = min(wait*2, 10*time.Second)

@@ -71,6 +71,7 @@ func (r *Runner) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	b.announceAgain(fctx) // best effort: the other replicas reload when they resubscribe
 	if len(errs) > 0 {
 		b.log.ErrorContext(ctx, "refresh results kept in memory could not be written before exit",
 			"connections", len(errs), "err", errors.Join(errs...))

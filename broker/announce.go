@@ -1,0 +1,78 @@
+package broker
+
+import (
+	"context"
+	"sync"
+)
+
+// unannounced holds the newest change per connection whose announcement
+// failed. The write itself is durable, but the other replicas would keep
+// serving the previous tokens (or a disconnected connection) until some
+// reload; so the announcement is retried until the notifier takes it.
+// Receivers ignore news that is not newer than what they hold, which makes
+// announcing again harmless.
+type unannounced struct {
+	mu sync.Mutex
+	m  map[Key]Change
+}
+
+// failed records ch unless a newer change of its key waits already.
+func (u *unannounced) failed(ch Change) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = make(map[Key]Change)
+	}
+	if cur, ok := u.m[ch.Key]; ok && cur.Version > ch.Version {
+		return
+	}
+	u.m[ch.Key] = ch
+}
+
+// announced forgets what ch covers: its key's waiting change, unless newer.
+func (u *unannounced) announced(ch Change) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if cur, ok := u.m[ch.Key]; ok && cur.Version <= ch.Version {
+		delete(u.m, ch.Key)
+	}
+}
+
+func (u *unannounced) all() []Change {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]Change, 0, len(u.m))
+	for _, ch := range u.m {
+		out = append(out, ch)
+	}
+	return out
+}
+
+// publish announces ch to every replica. A failure is remembered and the
+// announcement retried (announceAgain), since other replicas would not
+// otherwise learn of the change before their next full reload.
+func (b *Broker) publish(ctx context.Context, ch Change) {
+	pctx, cancel := storeCall(ctx)
+	defer cancel()
+	if err := b.store.Publish(pctx, ch); err != nil {
+		b.unannounced.failed(ch)
+		b.log.WarnContext(ctx, "publish change failed; it is announced again when the notifier answers",
+			"vendor", ch.Key.Vendor, "err", err)
+		return
+	}
+	b.unannounced.announced(ch)
+}
+
+// announceAgain retries the announcements that failed and reports whether
+// any still failed.
+func (b *Broker) announceAgain(ctx context.Context) bool {
+	failed := false
+	for _, ch := range b.unannounced.all() {
+		if err := b.store.Publish(ctx, ch); err != nil {
+			failed = true
+			continue
+		}
+		b.unannounced.announced(ch)
+	}
+	return failed
+}
