@@ -2,6 +2,8 @@ package broker
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sync"
 )
 
@@ -41,11 +43,7 @@ func (u *unannounced) announced(ch Change) {
 func (u *unannounced) all() []Change {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	out := make([]Change, 0, len(u.m))
-	for _, ch := range u.m {
-		out = append(out, ch)
-	}
-	return out
+	return slices.Collect(maps.Values(u.m))
 }
 
 // publish announces ch to every replica. A failure is remembered and the

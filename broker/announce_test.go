@@ -64,13 +64,7 @@ func TestAnnouncedResultIsAdopted(t *testing.T) {
 	a := newCore(t, ep, nil, withFaultyStore(&fs))
 	b := a.peer(t, fs.Store) // the same store, written directly
 	conn := a.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(time.Hour))
-	for _, c := range []*core{a, b} {
-		r, err := c.Start(ctxT(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(r.Stop)
-	}
+	startAll(t, a, b)
 	fs.failPuts.Store(true)
 	got, err := a.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
 	if err != nil || got.Tokens.RefreshToken != "refresh-1" {

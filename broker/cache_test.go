@@ -148,13 +148,7 @@ func TestFailedPublishIsRetried(t *testing.T) {
 	a := newCore(t, h, nil, withFaultyStore(&fs))
 	b := a.peer(t, fs.Store) // the other replica announces normally
 	conn := a.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(time.Hour))
-	for _, c := range []*core{a, b} {
-		r, err := c.Start(ctxT(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(r.Stop)
-	}
+	startAll(t, a, b)
 	fs.failPublishes.Store(1)
 	got, err := a.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
 	if err != nil {

@@ -288,3 +288,15 @@ func withFeedStore(fs **feedStore) func(*broker.Options) {
 		o.Store = *fs
 	}
 }
+
+// startAll starts the background work of every core until the test ends.
+func startAll(t *testing.T, cores ...*core) {
+	t.Helper()
+	for _, c := range cores {
+		r, err := c.Start(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Stop)
+	}
+}

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 )
@@ -61,11 +63,7 @@ func (p *pending) drop(k Key) {
 func (p *pending) all() []pendingWrite {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make([]pendingWrite, 0, len(p.m))
-	for _, w := range p.m {
-		out = append(out, w)
-	}
-	return out
+	return slices.Collect(maps.Values(p.m))
 }
 
 func (p *pending) count() int {
