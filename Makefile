@@ -6,11 +6,12 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 GOBUILD   := CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)"
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2025.1.1
+GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
 # The chart, image, dashboard and alert checks are their own Go module, so the
 # Kubernetes, Prometheus and BuildKit libraries stay out of the product's.
 DEPLOYTEST := deploy/deploytest
 
-.PHONY: all build demo test test-short lint fmt bench clean
+.PHONY: all build demo test test-short lint vulncheck fmt bench clean
 
 all: lint test
 
@@ -48,6 +49,14 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 	cd $(DEPLOYTEST) && $(GO) vet ./... && $(GO) vet -tags chartcheck ./... && \
 	  $(GO) run $(STATICCHECK) -tags chartcheck ./...
+
+# Known vulnerabilities reachable from the code, against a database indexed
+# locally from the golang.org/x/vulndb module (scripts/ensure-vulndb.sh): the
+# standard library of the Go that runs it, and every module in go.mod (the
+# product's and deploy/deploytest's).
+vulncheck:
+	@db=$$(scripts/ensure-vulndb.sh) && $(GO) run $(GOVULNCHECK) -db "file://$$db" ./... && \
+	  cd $(DEPLOYTEST) && $(GO) run $(GOVULNCHECK) -db "file://$$db" ./...
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
