@@ -38,7 +38,7 @@ type Options struct {
 	MaxPendingFlows int
 	RefreshMargin   time.Duration // default 5m
 	VendorTimeout   time.Duration // default 30s: bounds every token-endpoint call
-	LeaseTTL        time.Duration // default VendorTimeout + 15s
+	LeaseTTL        time.Duration // default DefaultLeaseTTL
 	// StoreBudget is the time all store calls of one refresh may take
 	// together (default 5s).
 	StoreBudget time.Duration
@@ -70,6 +70,15 @@ func (o *Options) validate() error {
 	}
 	return nil
 }
+
+// DefaultLeaseTTL is how long a refresh lease lasts without renewal. The
+// holder renews it every third of that for as long as the refresh runs (a
+// vendor call may take the whole vendor timeout), so the lease is short on
+// purpose: it only bounds how long a holder that died (SIGKILL, a lost node)
+// keeps everyone else from refreshing its connection. A longer one stalled
+// such a connection for the vendor timeout and more. Atlassian's 10-minute
+// reuse leeway covers a rotation the dead holder may have received.
+const DefaultLeaseTTL = 5 * time.Second
 
 // Broker is the core: it owns the flows and the refresh operation.
 type Broker struct {
@@ -167,7 +176,7 @@ func New(o Options) (*Broker, error) {
 		b.retryAfterMax = 5 * time.Minute
 	}
 	if b.leaseTTL <= 0 {
-		b.leaseTTL = b.vendorTO + 15*time.Second
+		b.leaseTTL = DefaultLeaseTTL
 	}
 	if b.expiryWarning <= 0 {
 		b.expiryWarning = DefaultExpiryWarning
