@@ -165,9 +165,9 @@ func TestHealthWalkWithEvents(t *testing.T) {
 	step := func(name string, typ broker.EventType, health string, flagged bool) {
 		t.Helper()
 		want = append(want, string(typ))
-		got := rcv.waitFor(len(want))
+		rcv.waitFor(len(want))
 		time.Sleep(300 * time.Millisecond) // room for a wrong extra event to arrive
-		got = rcv.got()
+		got := rcv.got()
 		var types []string
 		for _, d := range got {
 			types = append(types, d.Body.Type)
@@ -277,9 +277,9 @@ func TestWebhooksReceiverDownThenUp(t *testing.T) {
 		acme + "/servicenow/u2": {"connection.created", "connection.disconnected"},
 		acme + "/servicenow/u3": {"connection.created"},
 	}
-	got := rcv.waitFor(6)
+	rcv.waitFor(6)
 	time.Sleep(500 * time.Millisecond) // a duplicate would arrive meanwhile
-	got = rcv.got()
+	got := rcv.got()
 	per := map[string][]string{}
 	ids := map[string]int{}
 	for _, d := range got {

@@ -197,7 +197,8 @@ func (s *Store) Attempts(ctx context.Context, id string, limit int) ([]webhook.A
 		c := tx.Bucket(bucketAttempts).Cursor()
 		// Seek past the prefix, then walk back: newest first.
 		end := append(bytes.Clone(prefix), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
-		k, v := c.Seek(end)
+		var v []byte
+		k, _ := c.Seek(end)
 		if k == nil {
 			k, v = c.Last()
 		} else {
