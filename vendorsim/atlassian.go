@@ -468,7 +468,7 @@ func (s *Sim) atlConfluence(w http.ResponseWriter, r *http.Request, p atlPrincip
 		s.atlScopeMismatch(w, cloud)
 		return
 	}
-	if s.confluenceContentRoute(w, r, site, rest) {
+	if s.confluenceContentRoute(w, r, site, p, rest) {
 		return
 	}
 	get := r.Method == http.MethodGet || r.Method == http.MethodHead

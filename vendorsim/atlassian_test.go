@@ -319,9 +319,10 @@ func TestAtlConfluenceAPI(t *testing.T) {
 	if r := get(t, base+acmeCloud+"/wiki/api/v2/pages", meOnly.access); r.status != 401 || string(r.body) != wantAtlScope {
 		t.Errorf("scope mismatch: %d %s", r.status, r.body)
 	}
-	// A page is created.
+	// A page is created, with the granular scope v2 writes need.
+	writer := atlLogin(t, sim, "alice", atlScopes+" write:page:confluence")
 	req, _ := http.NewRequest(http.MethodPost, base+acmeCloud+"/wiki/api/v2/pages", strings.NewReader(`{"spaceId":"98306","title":"new"}`))
-	req.Header.Set("Authorization", "Bearer "+alice.access)
+	req.Header.Set("Authorization", "Bearer "+writer.access)
 	if r := do(t, req); r.status != 200 || r.json(t)["title"] != "new" {
 		t.Errorf("create: %d %s", r.status, r.body)
 	}
@@ -397,7 +398,9 @@ func TestAtlCodeRules(t *testing.T) {
 
 func TestConfluenceContentRules(t *testing.T) {
 	sim, _ := startSim(t, nil)
-	alice := atlLogin(t, sim, "alice", "read:confluence-content.all write:confluence-content")
+	alice := atlLogin(t, sim, "alice", "read:page:confluence write:page:confluence delete:page:confluence write:confluence-file search:confluence")
+	// Classic content scopes do not open the v2 page writes, which are documented with granular scopes only.
+	classic := atlLogin(t, sim, "alice", "read:confluence-content.all write:confluence-content")
 	base := sim.AtlassianAPIURL() + "/ex/confluence/" + acmeCloud + "/wiki"
 	send := func(method, path, ctype, body string, hdr ...string) resp {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -409,6 +412,11 @@ func TestConfluenceContentRules(t *testing.T) {
 			req.Header.Set(hdr[i], hdr[i+1])
 		}
 		return do(t, req)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v2/pages", strings.NewReader(`{"spaceId":"98306","title":"x"}`))
+	req.Header.Set("Authorization", "Bearer "+classic.access)
+	if r := do(t, req); r.status != 401 || r.header.Get("X-Failure-Category") != "FAILURE_CLIENT_SCOPE_CHECK" {
+		t.Errorf("v2 create with classic scopes only: %d %s, want the scope mismatch", r.status, r.body)
 	}
 	if r := send("POST", "/api/v2/pages", "application/json", `{"spaceId":"1","title":"x"}`); r.status != 400 {
 		t.Errorf("create in an unknown space: %d", r.status)

@@ -37,8 +37,10 @@ type atlAttachment struct {
 }
 
 // confluenceContentRoute serves the content routes; it reports false for a
-// path it does not know, which atlConfluence then answers.
-func (s *Sim) confluenceContentRoute(w http.ResponseWriter, r *http.Request, site *Site, rest string) bool {
+// path it does not know, which atlConfluence then answers. Each route needs
+// one of the scopes Atlassian documents for it (classic or granular, see
+// docs/vendor-notes.md); without one the gateway's scope mismatch answers.
+func (s *Sim) confluenceContentRoute(w http.ResponseWriter, r *http.Request, site *Site, p atlPrincipal, rest string) bool {
 	seg := strings.Split(rest, "/")
 	is := func(method string, pattern ...string) bool {
 		if r.Method != method || len(seg) != len(pattern) {
@@ -51,33 +53,44 @@ func (s *Sim) confluenceContentRoute(w http.ResponseWriter, r *http.Request, sit
 		}
 		return true
 	}
+	var scopes []string
+	var serve func()
 	switch {
 	case is("POST", "wiki", "api", "v2", "pages"):
-		s.confluenceCreatePage(w, r, site)
+		scopes, serve = []string{"write:page:confluence"}, func() { s.confluenceCreatePage(w, r, site) }
 	case is("PUT", "wiki", "api", "v2", "pages", "*"):
-		s.confluenceUpdatePage(w, r, site, seg[4])
+		scopes, serve = []string{"write:page:confluence"}, func() { s.confluenceUpdatePage(w, r, site, seg[4]) }
 	case is("DELETE", "wiki", "api", "v2", "pages", "*"):
-		s.confluenceDelete(w, site, seg[4], true)
+		scopes, serve = []string{"delete:page:confluence"}, func() { s.confluenceDelete(w, site, seg[4], true) }
 	case is("GET", "wiki", "api", "v2", "spaces"):
-		writeJSON(w, http.StatusOK, map[string]any{"results": []map[string]any{{"id": simSpaceID, "key": simSpaceKey,
-			"name": "Simulated space", "type": "global", "status": "current", "homepageId": nil}}, "_links": map[string]string{}})
+		scopes, serve = []string{"read:space:confluence"}, func() {
+			writeJSON(w, http.StatusOK, map[string]any{"results": []map[string]any{{"id": simSpaceID, "key": simSpaceKey,
+				"name": "Simulated space", "type": "global", "status": "current", "homepageId": nil}}, "_links": map[string]string{}})
+		}
 	case is("GET", "wiki", "api", "v2", "attachments", "*"):
-		s.confluenceAttachmentV2(w, site, seg[4])
+		scopes, serve = []string{"read:attachment:confluence"}, func() { s.confluenceAttachmentV2(w, site, seg[4]) }
 	case is("DELETE", "wiki", "api", "v2", "attachments", "*"):
-		s.confluenceDelete(w, site, seg[4], false)
+		scopes, serve = []string{"delete:attachment:confluence"}, func() { s.confluenceDelete(w, site, seg[4], false) }
 	case is("POST", "wiki", "rest", "api", "content", "*", "child", "attachment"):
-		s.confluenceUpload(w, r, site, seg[4])
+		scopes, serve = []string{"write:confluence-file", "write:attachment:confluence"}, func() { s.confluenceUpload(w, r, site, seg[4]) }
 	case is("GET", "wiki", "rest", "api", "content", "*", "child", "attachment"):
-		s.confluenceAttachments(w, site, seg[4])
+		scopes, serve = []string{"read:confluence-content.summary", "read:attachment:confluence"}, func() { s.confluenceAttachments(w, site, seg[4]) }
 	case is("GET", "wiki", "rest", "api", "content", "*", "child", "attachment", "*", "download"):
-		s.confluenceDownloadRedirect(w, site, seg[4], seg[7])
+		scopes, serve = []string{"readonly:content.attachment:confluence", "read:attachment:confluence"},
+			func() { s.confluenceDownloadRedirect(w, site, seg[4], seg[7]) }
 	case is("GET", "wiki", "download", "attachments", "*", "*"):
-		s.confluenceDownload(w, site, seg[3], seg[4])
+		scopes, serve = []string{"readonly:content.attachment:confluence", "read:attachment:confluence"},
+			func() { s.confluenceDownload(w, site, seg[3], seg[4]) }
 	case is("GET", "wiki", "rest", "api", "search"):
-		s.confluenceSearch(w, r, site)
+		scopes, serve = []string{"search:confluence", "read:content-details:confluence"}, func() { s.confluenceSearch(w, r, site) }
 	default:
 		return false
 	}
+	if !slices.ContainsFunc(scopes, func(sc string) bool { return hasScope(p.scope, sc) }) {
+		s.atlScopeMismatch(w, site.CloudID)
+		return true
+	}
+	serve()
 	return true
 }
 
