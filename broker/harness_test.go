@@ -136,6 +136,8 @@ type faultyStore struct {
 	// the last one handed out, to lose it mid-refresh.
 	loseLeases atomic.Bool
 	lease      atomic.Pointer[testLease]
+	// failLeases makes AcquireLease fail, as with Redis unreachable.
+	failLeases atomic.Bool
 }
 
 // testLease is a real lease whose loss the test decides.
@@ -149,6 +151,9 @@ func (l *testLease) Lost() <-chan struct{} { return l.lost }
 func (l *testLease) lose()                 { l.once.Do(func() { close(l.lost) }) }
 
 func (s *faultyStore) AcquireLease(ctx context.Context, name string, ttl time.Duration) (broker.Lease, error) {
+	if s.failLeases.Load() {
+		return nil, errOutage
+	}
 	l, err := s.Store.AcquireLease(ctx, name, ttl)
 	if err != nil {
 		return l, err

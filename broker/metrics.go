@@ -11,6 +11,7 @@ type metrics struct {
 	refreshes  *prometheus.CounterVec
 	callbacks  *prometheus.CounterVec
 	contention *prometheus.CounterVec
+	leaseless  *prometheus.CounterVec
 	events     *prometheus.CounterVec
 	eventsLost *prometheus.CounterVec
 }
@@ -32,6 +33,10 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 			Name: "tokenbroker_refresh_lease_contention_total",
 			Help: "Refreshes that found the connection's lease held by another refresh (this or another replica) and waited for its result.",
 		}, []string{"vendor"}),
+		leaseless: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokenbroker_refresh_without_lease_total",
+			Help: "Refreshes of a vendor whose refresh tokens do not rotate (ServiceNow) made without the fleet-wide lease because the lease store was unreachable.",
+		}, []string{"vendor"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_events_total",
 			Help: "Connection events recorded in the outbox, by type (connection.created, connection.degraded, ...).",
@@ -49,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 		Name: "tokenbroker_refresh_results_pending",
 		Help: "Refresh results the store could not take yet, kept in memory and served until they are written.",
 	}, func() float64 { return float64(p.count()) })
-	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention, m.events, m.eventsLost, pendingGauge} {
+	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention, m.leaseless, m.events, m.eventsLost, pendingGauge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -65,6 +70,7 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 			return nil, err
 		}
 		m.contention.WithLabelValues(name)
+		m.leaseless.WithLabelValues(name)
 		for _, r := range []string{"success", string(ClassDead), string(ClassClientConfig), string(ClassTransient), string(ClassRace)} {
 			m.refreshes.WithLabelValues(v.Name(), r)
 		}

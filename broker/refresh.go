@@ -66,6 +66,25 @@ func lost(l Lease) bool {
 	}
 }
 
+// noLease stands in for the fleet-wide lease when a refresh may go without
+// one (see lease): never lost, nothing to release.
+type noLease struct{}
+
+func (noLease) Lost() <-chan struct{}         { return nil }
+func (noLease) Release(context.Context) error { return nil }
+
+// RotationReporter is implemented by vendors that tell whether a refresh
+// replaces the refresh token. A vendor that does not implement it is taken
+// to rotate, the safe assumption.
+type RotationReporter interface {
+	RotatesRefreshTokens() bool
+}
+
+func rotates(v Vendor) bool {
+	r, ok := v.(RotationReporter)
+	return !ok || r.RotatesRefreshTokens()
+}
+
 func errLeaseLost(v Vendor, cause error) error {
 	return newError(CodeVendorUnavailable, cause, "%s token refresh stopped: the refresh lease was lost", v.Name())
 }
@@ -93,7 +112,7 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	if err != nil {
 		return Connection{}, err
 	}
-	lease, cur, done, err := b.lease(ctx, key, o)
+	lease, cur, done, err := b.lease(ctx, v, key, o)
 	if err != nil || done {
 		return cur, err
 	}
@@ -129,8 +148,9 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	}
 
 	// A lost lease (its renewal failed) may be held by another replica now:
-	// do not spend the refresh token on its behalf.
-	if lost(lease) {
+	// do not spend the refresh token on its behalf. A refresh token that does
+	// not rotate is not spent by a refresh, and check-and-set fences the write.
+	if lost(lease) && rotates(v) {
 		return cur, errLeaseLost(v, nil)
 	}
 	tok, err := b.callTokenEndpoint(ctx, v, cur, client)
@@ -160,12 +180,23 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 // lease takes the fleet-wide refresh lease. While another holder refreshes, it
 // waits for the stored record to change and returns it when that satisfies
 // the request (done=true), so a storm of callers costs one refresh.
-func (b *Broker) lease(ctx context.Context, key Key, o RefreshOptions) (Lease, Connection, bool, error) {
+//
+// When the lease store itself is unreachable (Redis down), a vendor whose
+// refresh tokens do not rotate (ServiceNow) refreshes without the lease:
+// single-flight still holds in this process, a duplicate refresh from
+// another replica costs one extra call and invalidates nothing, and Vault's
+// check-and-set fences the write. A rotating vendor (Atlassian) never does:
+// two replicas would spend one refresh token and fork its rotation chain.
+func (b *Broker) lease(ctx context.Context, v Vendor, key Key, o RefreshOptions) (Lease, Connection, bool, error) {
 	name := leaseName(key)
 	wait := 20 * time.Millisecond
 	var seen string
 	for {
 		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
+		if err != nil && !errors.Is(err, ErrLeaseHeld) && !rotates(v) {
+			b.metrics.leaseless.WithLabelValues(v.Name()).Inc()
+			l, err = noLease{}, nil
+		}
 		if err == nil {
 			sctx, cancel := storeCall(ctx)
 			cur, err := b.store.GetConnection(sctx, key)

@@ -103,7 +103,10 @@ type Vendor struct {
 	resourceURL string
 }
 
-var _ broker.Vendor = (*Vendor)(nil)
+var (
+	_ broker.Vendor           = (*Vendor)(nil)
+	_ broker.RotationReporter = (*Vendor)(nil)
+)
 
 // New validates o and returns the vendor.
 func New(o Options) (*Vendor, error) {
@@ -488,6 +491,10 @@ func (v *Vendor) RefreshTokenExpiry(t broker.Tokens) time.Time {
 // is refreshed well inside the window, with room for two more attempts if a
 // keep-alive refresh fails on a long outage.
 func (v *Vendor) KeepAliveInterval() time.Duration { return v.inactivity / 3 }
+
+// RotatesRefreshTokens is true: every Atlassian refresh replaces the refresh
+// token, so a refresh never runs without the fleet-wide lease.
+func (v *Vendor) RotatesRefreshTokens() bool { return true }
 
 func (v *Vendor) getJSON(ctx context.Context, rawURL string, tok *oauth2.Token, dst any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)

@@ -72,7 +72,10 @@ type Vendor struct {
 	hc            *http.Client
 }
 
-var _ broker.Vendor = (*Vendor)(nil)
+var (
+	_ broker.Vendor           = (*Vendor)(nil)
+	_ broker.RotationReporter = (*Vendor)(nil)
+)
 
 // New validates o and returns the vendor.
 func New(o Options) (*Vendor, error) {
@@ -127,6 +130,11 @@ func (v *Vendor) AuthCodeOptions() []oauth2.AuthCodeOption { return nil }
 // KeepAliveInterval is zero: the refresh token's life runs from issue and
 // refreshing does not extend it, so refreshing idle connections buys nothing.
 func (v *Vendor) KeepAliveInterval() time.Duration { return 0 }
+
+// RotatesRefreshTokens is false: a ServiceNow refresh returns a new access
+// token and leaves the refresh token valid, so a duplicate refresh is
+// harmless and may run without the fleet-wide lease when Redis is down.
+func (v *Vendor) RotatesRefreshTokens() bool { return false }
 
 // OAuthConfig points at the instance's own authorization server. inst comes
 // from ParseInstance (directly or through the stored connection).
