@@ -1,26 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -34,6 +31,10 @@ type demo struct {
 	user    string // a non-admin user's JWT (carol)
 	step    int
 }
+
+// startTimeout bounds the wait for the simulator's URLs and the broker's
+// readiness.
+const startTimeout = 30 * time.Second
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
@@ -50,26 +51,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer os.RemoveAll(dir)
 
 	// The simulator prints its URLs as one JSON line once it listens.
-	sim := exec.CommandContext(ctx, *simBin)
-	sim.Stderr = io.Discard
-	simOut, err := sim.StdoutPipe()
+	var urls vendorsim.URLs
+	sim := supervise.New("vendorsim", func() *exec.Cmd { return exec.Command(*simBin, "-log-level", "warn") })
+	err = sim.Start(startTimeout, func(context.Context) error {
+		line, _, _ := strings.Cut(sim.Logs(), "\n")
+		return json.Unmarshal([]byte(line), &urls)
+	})
 	if err != nil {
 		return err
 	}
-	if err := sim.Start(); err != nil {
-		return fmt.Errorf("start vendorsim: %w", err)
-	}
-	defer stopProcess(sim)
-	var urls vendorsim.URLs
-	line, err := bufio.NewReader(simOut).ReadBytes('\n')
-	if err != nil {
-		return fmt.Errorf("read vendorsim URLs: %w", err)
-	}
-	if err := json.Unmarshal(line, &urls); err != nil {
-		return fmt.Errorf("parse vendorsim URLs %q: %w", line, err)
-	}
+	defer sim.Stop()
 
-	addrs, err := freeAddrs(2)
+	addrs, err := supervise.FreeAddrs(2)
 	if err != nil {
 		return err
 	}
@@ -90,19 +83,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
-	brk := exec.CommandContext(ctx, *brokerBin)
-	brk.Env = env
-	brk.Stderr = os.Stderr
-	if err := brk.Start(); err != nil {
-		return fmt.Errorf("start broker: %w", err)
+	brk := supervise.New("broker", func() *exec.Cmd {
+		cmd := exec.Command(*brokerBin)
+		cmd.Env = env
+		return cmd
+	})
+	if err := brk.Start(startTimeout, supervise.HTTPReady("http://"+metricsAddr+"/readyz")); err != nil {
+		return err
 	}
-	defer stopProcess(brk)
+	defer brk.Stop()
 
 	d := &demo{out: out, hc: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirect},
 		broker: public, control: urls.Control, sn: urls.ServiceNow["acme"]}
-	if err := waitReady(ctx, "http://"+metricsAddr+"/readyz"); err != nil {
-		return err
-	}
 	if d.admin, err = mint(ctx, *brokerBin, env, "acme-corp", "admin@acme", "admin"); err != nil {
 		return err
 	}
@@ -322,59 +314,10 @@ func mint(ctx context.Context, bin string, env []string, account, sub, roles str
 	return strings.TrimSpace(string(out)), nil
 }
 
-func waitReady(ctx context.Context, u string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return errors.New("broker did not become ready within 30s")
-}
-
-// freeAddrs finds n distinct loopback ports that are free now, so the demo
-// never collides with whatever else runs on the machine; every probe
-// listener stays open until all are chosen.
-func freeAddrs(n int) ([]string, error) {
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find a free port: %w", err)
-		}
-		defer ln.Close()
-		out = append(out, ln.Addr().String())
-	}
-	return out, nil
-}
-
 func randomSecret() string {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-func stopProcess(cmd *exec.Cmd) {
-	if cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-	}
 }
 
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

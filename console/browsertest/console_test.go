@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 )
 
@@ -234,7 +235,7 @@ type browser struct {
 	mu       sync.Mutex
 	dialogs  []string
 	problems []string // console errors, exceptions, CSP violations
-	output   *testenv.LogBuffer
+	output   *supervise.LogBuffer
 }
 
 // chromiumPath is Debian's Chromium unless TOKENBROKER_CHROMIUM names
@@ -255,7 +256,7 @@ func startBrowser(t *testing.T, origin string) *browser {
 	}
 	root := testenv.ModuleRoot(t)
 	b := &browser{t: t, shots: filepath.Join(root, "artifacts", "screenshots"),
-		readme: filepath.Join(root, "docs", "images", "console.png"), output: &testenv.LogBuffer{}}
+		readme: filepath.Join(root, "docs", "images", "console.png"), output: &supervise.LogBuffer{}}
 	if err := os.RemoveAll(b.shots); err != nil {
 		t.Fatal(err)
 	}

@@ -1,14 +1,21 @@
-package testenv
+// Package supervise runs child processes for the test harness
+// (internal/testenv), the demo and the benchmarks: one supervisor with the
+// output kept, a readiness probe at start, SIGTERM then SIGKILL at stop,
+// pause and resume, and free loopback addresses to give them.
+package supervise
 
 import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -24,21 +31,24 @@ const (
 	logTail = 2000
 )
 
-// Process is a child process owned by a test: redis-server, Vault, a
-// broker. It is the one supervisor of the harness: output kept in memory,
+// Process is a child process: redis-server, Vault, a broker, the
+// simulator. It is the one supervisor of the project: output kept in memory,
 // start waits for a readiness probe, Stop is SIGTERM then SIGKILL, Kill is a
 // crash, Pause and Resume freeze and thaw it, and Start after Stop runs it
 // again with the same arguments (same port).
 //
 // Methods are safe for concurrent use; Stop and Kill wait for the exit.
+// Logs may be called from the readiness probe given to Start.
 type Process struct {
 	name string
 	cmd  func() *exec.Cmd // a fresh exec.Cmd per run
 
 	mu     sync.Mutex
 	run    *run // nil when not running
-	last   *LogBuffer
 	paused bool
+	// last is the output of the current or last run, read without mu so
+	// that a readiness probe may look at it while Start holds mu.
+	last atomic.Pointer[LogBuffer]
 }
 
 // run is one execution of a Process.
@@ -49,14 +59,16 @@ type run struct {
 	err    error         // Wait's result, readable after exited is closed
 }
 
-func newProcess(name string, cmd func() *exec.Cmd) *Process {
+// New returns a Process that is not running yet; cmd makes the exec.Cmd of
+// each run (Start after Stop runs a fresh one).
+func New(name string, cmd func() *exec.Cmd) *Process {
 	return &Process{name: name, cmd: cmd}
 }
 
-// start runs the process and waits until ready answers nil; when the
+// Start runs the process and waits until ready answers nil; when the
 // process exits first or timeout passes, it is killed and the error quotes
 // its output. It does nothing when the process is running.
-func (p *Process) start(timeout time.Duration, ready func(context.Context) error) error {
+func (p *Process) Start(timeout time.Duration, ready func(context.Context) error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.run != nil {
@@ -70,7 +82,8 @@ func (p *Process) start(timeout time.Duration, ready func(context.Context) error
 		return fmt.Errorf("%s: exec %s: %w", p.name, r.cmd.Path, err)
 	}
 	go func() { r.err = r.cmd.Wait(); close(r.exited) }()
-	p.last, p.paused = r.logs, false
+	p.last.Store(r.logs)
+	p.paused = false
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -190,12 +203,10 @@ func (p *Process) Resume() error {
 // Logs returns what the current run (or the last one, once stopped) wrote
 // to stdout and stderr.
 func (p *Process) Logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.last == nil {
-		return ""
+	if l := p.last.Load(); l != nil {
+		return l.String()
 	}
-	return p.last.String()
+	return ""
 }
 
 // waitStopped waits until every thread of pid is in the stopped state, as
@@ -273,4 +284,40 @@ func (l *LogBuffer) Tail(n int) string {
 		return "(no output)"
 	}
 	return s
+}
+
+// HTTPReady is a readiness probe: GET u answers 200.
+func HTTPReady(u string) func(context.Context) error {
+	client := &http.Client{Timeout: time.Second}
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s answered %s", u, resp.Status)
+		}
+		return nil
+	}
+}
+
+// FreeAddrs returns n distinct loopback host:port addresses that were free a
+// moment ago. Every probe listener stays open until all are chosen, so one
+// call never hands out the same port twice.
+func FreeAddrs(n int) ([]string, error) {
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		defer ln.Close()
+		out = append(out, ln.Addr().String())
+	}
+	return out, nil
 }

@@ -1,10 +1,11 @@
 package testenv
 
 import (
-	"fmt"
 	"net"
 	"strconv"
 	"testing"
+
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 // startAttempts: a free port is only free "a moment ago", so a server may
@@ -13,11 +14,10 @@ import (
 const startAttempts = 3
 
 // FreeAddrs returns n distinct loopback host:port addresses that were free a
-// moment ago. Every probe listener stays open until all are chosen, so one
-// call never hands out the same port twice.
+// moment ago (supervise.FreeAddrs), failing t when there are none.
 func FreeAddrs(t testing.TB, n int) []string {
 	t.Helper()
-	addrs, err := freeAddrs(n)
+	addrs, err := supervise.FreeAddrs(n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,21 +34,8 @@ func FreePort(t testing.TB) int {
 	return port
 }
 
-func freeAddrs(n int) ([]string, error) {
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		defer ln.Close()
-		out = append(out, ln.Addr().String())
-	}
-	return out, nil
-}
-
 func freePort() (int, error) {
-	addrs, err := freeAddrs(1)
+	addrs, err := supervise.FreeAddrs(1)
 	if err != nil {
 		return 0, err
 	}

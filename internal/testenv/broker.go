@@ -17,6 +17,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/app"
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -34,7 +35,7 @@ type Broker struct {
 	HTTP    *http.Client // does not follow redirects
 	// Production is true when the broker runs on Vault and Redis.
 	Production bool
-	Logs       *LogBuffer // everything the broker logged
+	Logs       *supervise.LogBuffer // everything the broker logged
 
 	consoleReturn bool
 }
@@ -77,7 +78,7 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 	})
 
 	gin.SetMode(gin.ReleaseMode) // gin's debug mode prints every route
-	e := &Broker{t: t, Sim: sim, Secret: newSecret(), DataDir: t.TempDir(), Logs: &LogBuffer{}, consoleReturn: s.consoleReturn,
+	e := &Broker{t: t, Sim: sim, Secret: newSecret(), DataDir: t.TempDir(), Logs: &supervise.LogBuffer{}, consoleReturn: s.consoleReturn,
 		HTTP: &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirect}}
 	b := ProductionBackends()
 	// One Redis and one Vault serve the whole test package; a random

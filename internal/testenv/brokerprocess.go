@@ -2,14 +2,14 @@ package testenv
 
 import (
 	"bytes"
-	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 // brokerReadyTimeout bounds the wait for a broker process's /readyz.
@@ -39,7 +39,7 @@ func BuildBroker(dir string) (string, error) {
 type BrokerProcess struct {
 	URL, MetricsURL string   // http://host:port of the API and of the metrics listener
 	Env             []string // the whole environment it runs with, e.g. for `broker reindex`
-	*Process
+	*supervise.Process
 }
 
 // StartBrokerProcess runs bin with the test's environment plus env, and
@@ -59,28 +59,13 @@ func StartBrokerProcess(t testing.TB, bin string, env map[string]string) *Broker
 		vars = append(vars, "BROKER_LISTEN_ADDR="+api, "BROKER_METRICS_ADDR="+ops, "BROKER_PUBLIC_URL=http://"+api)
 	}
 	b := &BrokerProcess{URL: "http://" + api, MetricsURL: "http://" + ops, Env: vars}
-	b.Process = newProcess("broker "+api, func() *exec.Cmd {
+	b.Process = supervise.New("broker "+api, func() *exec.Cmd {
 		cmd := exec.Command(bin)
 		cmd.Env = vars
 		return cmd
 	})
 	t.Cleanup(b.Kill)
-	client := &http.Client{Timeout: time.Second}
-	err := b.start(brokerReadyTimeout, func(ctx context.Context) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.MetricsURL+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/readyz answered %s", resp.Status)
-		}
-		return nil
-	})
+	err := b.Start(brokerReadyTimeout, supervise.HTTPReady(b.MetricsURL+"/readyz"))
 	if err != nil {
 		t.Fatal(err)
 	}

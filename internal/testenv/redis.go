@@ -10,6 +10,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 // redisStartTimeout bounds the wait for a fresh redis-server to answer PING.
@@ -25,7 +27,7 @@ const redisStartTimeout = 15 * time.Second
 type RedisServer struct {
 	// Addr is host:port, stable across Stop and Start.
 	Addr string
-	*Process
+	*supervise.Process
 
 	t testing.TB
 }
@@ -60,7 +62,7 @@ func startRedis(bin, dir string, logf func(string, ...any)) (*RedisServer, error
 	r := &RedisServer{}
 	err := startOnFreePort(logf, "redis-server", func(port int) error {
 		r.Addr = "127.0.0.1:" + strconv.Itoa(port)
-		r.Process = newProcess("redis-server "+r.Addr, func() *exec.Cmd {
+		r.Process = supervise.New("redis-server "+r.Addr, func() *exec.Cmd {
 			cmd := exec.Command(bin,
 				"--port", strconv.Itoa(port),
 				"--bind", "127.0.0.1",
@@ -96,7 +98,7 @@ func (r *RedisServer) start() error {
 		DialerRetries: 1,
 	})
 	defer c.Close()
-	return r.Process.start(redisStartTimeout, func(ctx context.Context) error {
+	return r.Process.Start(redisStartTimeout, func(ctx context.Context) error {
 		// Probe the port first: go-redis logs every failed dial, which
 		// would fill the test output while the server is still starting.
 		conn, err := net.DialTimeout("tcp", r.Addr, 200*time.Millisecond)

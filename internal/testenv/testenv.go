@@ -3,9 +3,11 @@
 // process and as processes, and fleets of broker processes on one Redis and
 // one Vault, each on free loopback ports and stopped when the test ends.
 //
-// Every child process runs under one supervisor (Process), every address
-// comes from FreeAddrs, and every broker's BROKER_* variables from one
-// builder (brokerEnv, on top of vendorsim's Sim.BrokerEnv).
+// Every child process runs under the project's one supervisor
+// (internal/supervise, which the demo and the benchmarks use too), every
+// address comes from supervise.FreeAddrs, and every test broker's BROKER_*
+// variables from one builder (brokerEnv, on top of vendorsim's
+// Sim.BrokerEnv).
 //
 // A missing server (redis-server, vault, chromium) fails the test; only
 // `go test -short` (make test-short) or TOKENBROKER_TEST_SKIP_MISSING=1

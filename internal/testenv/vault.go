@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 const (
@@ -41,7 +43,7 @@ type VaultServer struct {
 	Addr string
 	// Token is the root token, stable across Stop and Start.
 	Token string
-	*Process
+	*supervise.Process
 
 	t testing.TB
 }
@@ -84,7 +86,7 @@ func startVault(bin, dir string, logf func(string, ...any)) (*VaultServer, error
 	s := &VaultServer{Token: "root-" + rand.Text()}
 	err := startOnFreePort(logf, "vault", func(port int) error {
 		s.Addr = "http://127.0.0.1:" + strconv.Itoa(port)
-		s.Process = newProcess("vault "+s.Addr, func() *exec.Cmd {
+		s.Process = supervise.New("vault "+s.Addr, func() *exec.Cmd {
 			cmd := exec.Command(bin, "server", "-dev",
 				"-dev-root-token-id="+s.Token,
 				"-dev-listen-address=127.0.0.1:"+strconv.Itoa(port),
@@ -150,7 +152,7 @@ func (s *VaultServer) start() error {
 		}
 		return nil
 	}
-	return s.Process.start(vaultStartTimeout, func(ctx context.Context) error {
+	return s.Process.Start(vaultStartTimeout, func(ctx context.Context) error {
 		if err := get(ctx, "/v1/sys/health"); err != nil {
 			return err
 		}

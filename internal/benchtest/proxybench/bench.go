@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +16,9 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/auth"
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 type options struct {
@@ -57,7 +59,7 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	addrs, err := freeAddrs(7)
+	addrs, err := supervise.FreeAddrs(7)
 	if err != nil {
 		return err
 	}
@@ -118,11 +120,13 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 	brokerRSSIdle := rss(broker)
-	admin, err := mint(ctx, o.broker, env, "bench", "admin@bench", "admin")
+	// Callers' JWTs, minted here with the broker's secret as `broker token` would.
+	now := time.Now()
+	admin, err := auth.Mint([]byte(secret), auth.Claims{Account: "bench", Subject: "admin@bench", Roles: []string{"admin"}}, 24*time.Hour, now)
 	if err != nil {
 		return err
 	}
-	caller, err := mint(ctx, o.broker, env, "bench", "svc-reports", "")
+	caller, err := auth.Mint([]byte(secret), auth.Claims{Account: "bench", Subject: "svc-reports"}, 24*time.Hour, now)
 	if err != nil {
 		return err
 	}
@@ -308,20 +312,6 @@ func sanity(ctx context.Context, t target) error {
 	return nil
 }
 
-func mint(ctx context.Context, bin string, env []string, account, sub, roles string) (string, error) {
-	args := []string{"token", "--account", account, "--sub", sub}
-	if roles != "" {
-		args = append(args, "--roles", roles)
-	}
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = env
-	b, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("broker token: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
-}
-
 func waitOK(ctx context.Context, u string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -339,21 +329,6 @@ func waitOK(ctx context.Context, u string) error {
 		}
 	}
 	return fmt.Errorf("%s did not answer within 30s", u)
-}
-
-// freeAddrs finds n distinct free loopback ports, holding every probe
-// listener until all are chosen so that no two are the same.
-func freeAddrs(n int) ([]string, error) {
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer ln.Close()
-		out = append(out, ln.Addr().String())
-	}
-	return out, nil
 }
 
 func median(rs []wrkResult) wrkResult {
