@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 func TestMain(m *testing.M) {
@@ -150,24 +151,7 @@ type harness struct {
 	server *httptest.Server
 	reg    *prometheus.Registry
 	now    time.Time
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *supervise.LogBuffer
 }
 
 // newHarness serves the proxy behind a gin engine wired as the router will
@@ -182,7 +166,7 @@ func newHarness(t testing.TB, vendor *vendorServer, tune func(*Options)) *harnes
 		tokens: &fakeTokens{access: map[broker.Key]broker.Access{}},
 		reg:    prometheus.NewRegistry(),
 		now:    time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC),
-		logs:   &syncBuffer{},
+		logs:   &supervise.LogBuffer{},
 	}
 	if vendor != nil {
 		sn := broker.Key{Account: account, Vendor: "servicenow"}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 const (
@@ -260,7 +262,7 @@ func TestVendorAbortMidStream(t *testing.T) {
 }
 
 func TestRecovery(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &supervise.LogBuffer{}
 	r := gin.New()
 	r.Use(Recovery(slog.New(slog.NewTextHandler(logs, nil))))
 	r.GET("/panic", func(c *gin.Context) { panic("refresh failed for token " + oldToken) })
