@@ -77,6 +77,7 @@ var targetLabels = map[string]bool{
 var boundedLabels = map[string]bool{
 	"vendor": true, "code_class": true, "reason": true, "result": true, "action": true,
 	"le": true, "quantile": true, "version": true, "goversion": true, "store": true, "operation": true,
+	"type": true, // broker.EventTypes(), a fixed set
 }
 
 func TestDeployCopiesMatchTheChart(t *testing.T) {
