@@ -394,6 +394,9 @@ func (a *App) Addr() string { return a.apiLn.Addr().String() }
 // MetricsAddr is the operations listener's address.
 func (a *App) MetricsAddr() string { return a.opsLn.Addr().String() }
 
+// Handler is the API listener's handler, for in-process benchmarks.
+func (a *App) Handler() http.Handler { return a.api.Handler }
+
 // Broker exposes the core, for tests and commands.
 func (a *App) Broker() *broker.Broker { return a.broker }
 

@@ -24,11 +24,11 @@ type claimsKey struct{}
 func Middleware(v *Verifier, onError ErrorFunc) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		raw, err := bearerToken(c.GetHeader("Authorization"))
-		var claims Claims
+		var claims *Claims
 		if err == nil {
 			// The request's context, so that a caller that goes away does not
 			// keep waiting on a JWKS fetch for an unknown kid.
-			claims, err = v.verify(c.Request.Context(), raw)
+			claims, err = v.verifyRef(c.Request.Context(), raw)
 		}
 		if err != nil {
 			// RFC 6750 section 3: a 401 names the scheme, and error=
@@ -46,6 +46,8 @@ func Middleware(v *Verifier, onError ErrorFunc) gin.HandlerFunc {
 			c.Abort()
 			return
 		}
+		// A pointer to the cached claims: boxing the struct would allocate on
+		// every request.
 		c.Set(claimsKey{}, claims)
 	}
 }
@@ -73,8 +75,11 @@ func ClaimsFrom(c *gin.Context) (Claims, bool) {
 	if !ok {
 		return Claims{}, false
 	}
-	claims, ok := v.(Claims)
-	return claims, ok
+	claims, ok := v.(*Claims)
+	if !ok {
+		return Claims{}, false
+	}
+	return *claims, true
 }
 
 // bearerToken extracts the token of an RFC 6750 Authorization header; the

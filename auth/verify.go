@@ -5,6 +5,7 @@ package auth
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -81,6 +82,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives background JWKS refresh failures; nil discards them.
 	Logger *slog.Logger
+	// CacheSize bounds the cache of verified tokens; 0 means
+	// DefaultCacheSize.
+	CacheSize int
 }
 
 // Verifier checks caller JWTs. It is safe for concurrent use.
@@ -92,6 +96,11 @@ type Verifier struct {
 	// keyFor returns the jwt.Keyfunc for one verification; ctx bounds a
 	// JWKS fetch that an unknown kid may cause.
 	keyFor func(ctx context.Context) jwt.Keyfunc
+	// keys is the JWKS key set (nil with HS256): a cached token is only
+	// trusted while the key that verified it is still in it.
+	keys  jwkset.Storage
+	now   func() time.Time
+	cache *tokenCache
 }
 
 // NewVerifier builds a Verifier. With a JWKS URL it fetches the keys before
@@ -124,7 +133,11 @@ func NewVerifier(ctx context.Context, o Options) (*Verifier, error) {
 		opts = append(opts, jwt.WithAudience(o.Audience))
 	}
 
-	v := &Verifier{issuer: o.Issuer}
+	size := o.CacheSize
+	if size <= 0 {
+		size = DefaultCacheSize
+	}
+	v := &Verifier{issuer: o.Issuer, now: now, cache: newTokenCache(size)}
 	switch {
 	case len(o.HS256Secret) > 0 && o.JWKSURL != "":
 		return nil, errors.New("auth: set either an HS256 secret or a JWKS URL, not both")
@@ -153,6 +166,7 @@ func NewVerifier(ctx context.Context, o Options) (*Verifier, error) {
 		// the (public) RSA key bytes as an HMAC secret could pass.
 		opts = append(opts, jwt.WithValidMethods([]string{jwt.SigningMethodRS256.Alg(), jwt.SigningMethodES256.Alg()}))
 		v.keyFor = kf.KeyfuncCtx
+		v.keys = kf.Storage()
 	default:
 		return nil, errors.New("auth: an HS256 secret or a JWKS URL is required")
 	}
@@ -221,23 +235,94 @@ func (v *Verifier) Verify(raw string) (Claims, error) {
 }
 
 func (v *Verifier) verify(ctx context.Context, raw string) (Claims, error) {
-	if raw == "" {
-		return Claims{}, ErrMissingToken
-	}
-	var tc tokenClaims
-	if _, err := v.parser.ParseWithClaims(raw, &tc, v.keyFor(ctx)); err != nil {
-		return Claims{}, fmt.Errorf("%w: %s", ErrInvalidToken, v.reason(err, &tc))
-	}
-	if tc.Subject == "" {
-		return Claims{}, fmt.Errorf("%w: missing sub claim", ErrInvalidToken)
-	}
-	if tc.Account == "" {
-		return Claims{}, fmt.Errorf("%w: missing account claim", ErrInvalidToken)
-	}
-	if err := checkClaims(&tc); err != nil {
+	c, err := v.verifyRef(ctx, raw)
+	if err != nil {
 		return Claims{}, err
 	}
-	return Claims{Account: tc.Account, Subject: tc.Subject, Roles: tc.Roles}, nil
+	return *c, nil
+}
+
+// verifyRef returns the claims of raw, from the cache when a full check of
+// the same token passed before, its exp has not come and (JWKS) its key is
+// still published. The result is shared: callers must not modify it.
+func (v *Verifier) verifyRef(ctx context.Context, raw string) (*Claims, error) {
+	if raw == "" {
+		return nil, ErrMissingToken
+	}
+	h := tokenHash(raw)
+	now := v.now()
+	if e := v.cache.get(h, now); e != nil {
+		if v.keyStillPublished(ctx, e) {
+			return &e.claims, nil
+		}
+		v.cache.drop(h, e)
+	}
+	var (
+		tc   tokenClaims
+		used cachedToken
+	)
+	keyfunc := v.keyFor(ctx)
+	record := func(t *jwt.Token) (any, error) {
+		key, err := keyfunc(t)
+		if v.keys != nil {
+			used.kid, _ = t.Header["kid"].(string)
+			if k, ok := key.(equalKey); ok {
+				used.key = k
+			}
+		}
+		return key, err
+	}
+	if _, err := v.parser.ParseWithClaims(raw, &tc, record); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, v.reason(err, &tc))
+	}
+	if tc.Subject == "" {
+		return nil, fmt.Errorf("%w: missing sub claim", ErrInvalidToken)
+	}
+	if tc.Account == "" {
+		return nil, fmt.Errorf("%w: missing account claim", ErrInvalidToken)
+	}
+	if err := checkClaims(&tc); err != nil {
+		return nil, err
+	}
+	used.claims = Claims{Account: tc.Account, Subject: tc.Subject, Roles: tc.Roles}
+	used.until = now.Add(maxCacheTTL)
+	if exp := tc.ExpiresAt.Time; exp.Before(used.until) {
+		used.until = exp
+	}
+	// A JWKS token without a kid was checked against every key in the set
+	// (or a key set keyfunc returned): there is no one key to watch, so it
+	// is not cached.
+	if v.keys == nil || (used.kid != "" && used.key != nil) {
+		v.cache.put(h, &used, now)
+	}
+	return &used.claims, nil
+}
+
+// keyStillPublished reports whether the key that verified e is still in the
+// JWKS, with a use and algorithm that allow it: a rotated or withdrawn key
+// ends the trust in every token it signed at the next request.
+func (v *Verifier) keyStillPublished(ctx context.Context, e *cachedToken) bool {
+	if v.keys == nil {
+		return true
+	}
+	jwk, err := v.keys.KeyRead(ctx, e.kid)
+	if err != nil {
+		return false
+	}
+	if u := jwk.Marshal().USE; u != jwkset.UseSig && u != "" {
+		return false
+	}
+	key := jwk.Key()
+	if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+		key = pk.Public()
+	}
+	return e.key.Equal(key)
+}
+
+// equalKey is what the RSA and ECDSA public keys of the standard library
+// implement.
+type equalKey interface {
+	Equal(crypto.PublicKey) bool
 }
 
 // reason turns a jwt error into a fixed phrase. jwt's and keyfunc's own
