@@ -41,7 +41,16 @@ func newTokenCache(max int) *tokenCache {
 	return &tokenCache{max: max, entries: make(map[[sha256.Size]byte]*cachedToken, min(max, 1024))}
 }
 
-func tokenHash(raw string) [sha256.Size]byte { return sha256.Sum256([]byte(raw)) }
+// tokenHash copies raw to the stack first: converting a string longer than
+// 32 bytes to []byte allocates, and this runs on every request.
+func tokenHash(raw string) [sha256.Size]byte {
+	var buf [2048]byte
+	if len(raw) > len(buf) {
+		return sha256.Sum256([]byte(raw))
+	}
+	n := copy(buf[:], raw)
+	return sha256.Sum256(buf[:n])
+}
 
 // get returns the entry for h if it is still valid at now.
 func (c *tokenCache) get(h [sha256.Size]byte, now time.Time) *cachedToken {

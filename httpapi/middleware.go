@@ -27,8 +27,12 @@ func RequestLog(log *slog.Logger, caller func(c *gin.Context) (broker.Caller, bo
 			_, _ = rand.Read(b[:])
 			id = hex.EncodeToString(b[:])
 		}
-		c.Header(RequestIDHeader, id)
-		c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), requestIDKey{}, id))
+		// One allocation holds both the header's value slice and the context
+		// value (a pointer boxes for free; a string would allocate again).
+		rid := &requestID{}
+		rid.header[0] = id
+		c.Writer.Header()[RequestIDHeader] = rid.header[:]
+		c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), requestIDKey{}, rid))
 		c.Next()
 		level := slog.LevelInfo
 		if c.Writer.Status() >= 500 {
@@ -75,6 +79,9 @@ func validRequestID(s string) bool {
 
 type requestIDKey struct{}
 
+// requestID is the context value of requestIDKey; header[0] is the id.
+type requestID struct{ header [1]string }
+
 // RequestIDHandler adds the request id, when the context carries one, to
 // every record: the core logs flow steps with the request's context, and
 // this ties them to the request line.
@@ -83,8 +90,8 @@ func RequestIDHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} 
 type requestIDHandler struct{ slog.Handler }
 
 func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
-	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
-		r.AddAttrs(slog.String("request_id", id))
+	if id, ok := ctx.Value(requestIDKey{}).(*requestID); ok {
+		r.AddAttrs(slog.String("request_id", id.header[0]))
 	}
 	return h.Handler.Handle(ctx, r)
 }
