@@ -213,6 +213,10 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now fu
 	if cfg.Production() {
 		return openProduction(ctx, cfg, log, now)
 	}
+	return openEmbedded(cfg, log, now)
+}
+
+func openEmbedded(cfg *config.Config, log *slog.Logger, now func() time.Time) (*embedded.Store, error) {
 	var key []byte
 	if k := cfg.EncryptionKey.Reveal(); k != "" {
 		var err error
@@ -220,7 +224,19 @@ func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now fu
 			return nil, fmt.Errorf("BROKER_ENCRYPTION_KEY: %w", err)
 		}
 	}
-	return embedded.Open(embedded.Options{Dir: cfg.DataDir, Key: key, Now: now, Logger: log})
+	previous, err := previousKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return embedded.Open(embedded.Options{Dir: cfg.DataDir, Key: key, PreviousKeys: previous, Now: now, Logger: log})
+}
+
+func previousKeys(cfg *config.Config) ([][]byte, error) {
+	keys, err := sealed.ParseKeys(cfg.EncryptionPreviousKeys.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("BROKER_ENCRYPTION_PREVIOUS_KEYS: %w", err)
+	}
+	return keys, nil
 }
 
 func buildVendors(cfg *config.Config, hc *http.Client) ([]broker.Vendor, error) {

@@ -33,6 +33,10 @@ func openProduction(ctx context.Context, cfg *config.Config, log *slog.Logger, n
 	if err != nil {
 		return productionStore{}, fmt.Errorf("BROKER_ENCRYPTION_KEY: %w", err)
 	}
+	previous, err := previousKeys(cfg)
+	if err != nil {
+		return productionStore{}, err
+	}
 	vo := vaultstore.ClientOptions{Addr: cfg.VaultAddr, Token: cfg.VaultToken.Reveal(), CACert: cfg.VaultCACert, Logger: log}
 	switch {
 	case cfg.VaultAppRoleRoleID != "":
@@ -54,7 +58,7 @@ func openProduction(ctx context.Context, cfg *config.Config, log *slog.Logger, n
 		stopRenewal()
 		return productionStore{}, fmt.Errorf("BROKER_REDIS_URL: %w", err)
 	}
-	rs, err := redisstore.New(redisstore.Options{Client: rc, Prefix: cfg.RedisPrefix, Key: key, Now: now, Logger: log})
+	rs, err := redisstore.New(redisstore.Options{Client: rc, Prefix: cfg.RedisPrefix, Key: key, PreviousKeys: previous, Now: now, Logger: log})
 	if err != nil {
 		_ = rc.Close()
 		stopRenewal()
@@ -99,4 +103,28 @@ func Reindex(ctx context.Context, cfg *config.Config, log *slog.Logger) (int, er
 	}
 	defer ps.Close()
 	return ps.Reindex(ctx)
+}
+
+// RotateKey re-seals every record the broker's store holds with the current
+// BROKER_ENCRYPTION_KEY (records sealed with one of
+// BROKER_ENCRYPTION_PREVIOUS_KEYS are opened with it), and reports how many
+// it re-sealed. On the production store it runs beside the serving fleet;
+// the embedded store is locked by a running broker, which re-seals on its
+// own at start.
+func RotateKey(ctx context.Context, cfg *config.Config, log *slog.Logger) (int, error) {
+	var st interface {
+		Reseal(context.Context) (int, error)
+		Close() error
+	}
+	var err error
+	if cfg.Production() {
+		st, err = openProduction(ctx, cfg, log, time.Now)
+	} else {
+		st, err = openEmbedded(cfg, log, time.Now)
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	return st.Reseal(ctx)
 }

@@ -128,3 +128,23 @@ type Store interface {
 	Ready(ctx context.Context) error
 	Close() error
 }
+
+// Summarize computes a Summary from one vendor's connections in one account
+// (the app-level one and its users'), for stores without a separate index.
+// conns is modified: the app-level connection's token strings are blanked.
+func Summarize(conns []Connection) Summary {
+	var sum Summary
+	for i := range conns {
+		c := &conns[i]
+		if c.Key.UserID == "" {
+			c.Tokens.AccessToken, c.Tokens.RefreshToken = "", "" // times stay: they predict expiry
+			sum.App = c
+			continue
+		}
+		sum.UsersTotal++
+		if !c.RefreshTokenExpired {
+			sum.UsersConnected++
+		}
+	}
+	return sum
+}

@@ -45,9 +45,12 @@ type Config struct {
 
 	DataDir       string
 	EncryptionKey Secret // base64 of 32 bytes; empty: generated into DataDir
-	RedisURL      Secret // a URL that may carry a password
-	VaultAddr     string
-	VaultToken    Secret
+	// EncryptionPreviousKeys are comma-separated base64 keys that still open
+	// records but never seal (key rotation).
+	EncryptionPreviousKeys Secret
+	RedisURL               Secret // a URL that may carry a password
+	VaultAddr              string
+	VaultToken             Secret
 
 	RedisSentinelMaster      string
 	RedisSentinelAddrs       []string

@@ -15,6 +15,7 @@ func TestHideConfigSecrets(t *testing.T) {
 	vars := map[string]string{
 		"BROKER_AUTH_HS256_SECRET":        "hs256-secret-value-0123456789abcdef",
 		"BROKER_ENCRYPTION_KEY":           "c2VjcmV0LWVuY3J5cHRpb24ta2V5LXZhbHVlLTMyYnk=",
+		"BROKER_ENCRYPTION_PREVIOUS_KEYS": "cHJldmlvdXMtZW5jcnlwdGlvbi1rZXktdmFsdWUtMzI=",
 		"BROKER_REDIS_URL":                "rediss://:redis-password-value@redis.example.com:6380",
 		"BROKER_VAULT_ADDR":               "https://vault.example.com",
 		"BROKER_VAULT_TOKEN":              "vault-token-value",

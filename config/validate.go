@@ -179,6 +179,17 @@ func (c *Config) validateStores() error {
 			return fieldErrorf("BROKER_ENCRYPTION_KEY", "must be the base64 encoding of exactly 32 bytes (e.g. openssl rand -base64 32)")
 		}
 	}
+	if c.EncryptionPreviousKeys != "" {
+		for i, k := range strings.Split(c.EncryptionPreviousKeys.Reveal(), ",") {
+			if strings.TrimSpace(k) == "" {
+				continue
+			}
+			key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k))
+			if err != nil || len(key) != 32 {
+				return fieldErrorf("BROKER_ENCRYPTION_PREVIOUS_KEYS", "entry %d must be the base64 encoding of exactly 32 bytes", i+1)
+			}
+		}
+	}
 	switch {
 	case c.RedisURL != "" && c.VaultAddr == "":
 		return fieldErrorf("BROKER_VAULT_ADDR", "required when BROKER_REDIS_URL is set")

@@ -41,8 +41,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		_, err = fmt.Fprintf(stdout, "reindexed %d connections from Vault\n", n)
 		return err
+	case "rotate-key":
+		cfg, err := config.Load(getenv)
+		if err != nil {
+			return err
+		}
+		n, err := app.RotateKey(ctx, cfg, newLogger(cfg, stderr))
+		if err != nil {
+			return fmt.Errorf("rotate-key: %w", err)
+		}
+		_, err = fmt.Fprintf(stdout, "re-sealed %d records with the current BROKER_ENCRYPTION_KEY; the previous keys are no longer needed once every replica runs with it\n", n)
+		return err
 	}
-	return fmt.Errorf("unknown command %q (serve, token, version, reindex)", cmd)
+	return fmt.Errorf("unknown command %q (serve, token, version, reindex, rotate-key)", cmd)
 }
 
 func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {

@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -481,5 +484,89 @@ func TestContextCanceled(t *testing.T) {
 	}
 	if _, err := s.GetConnection(t.Context(), appKey); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("a canceled write was stored: %v", err)
+	}
+}
+
+// syncBuffer is a log sink safe for the background re-seal's writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestKeyRotation: records sealed with the old key stay readable when the
+// key is rotated (the old key listed as previous), are re-sealed in the
+// background with the new key (versions unchanged), and then open with the
+// new key alone; Reseal finds nothing left to do.
+func TestKeyRotation(t *testing.T) {
+	dir := t.TempDir()
+	oldKey, newKey2 := newKey(t), newKey(t)
+	ctx := context.Background()
+	s := open(t, embedded.Options{Dir: dir, Key: oldKey})
+	var written []broker.Connection
+	for i := range 600 { // more than one re-seal batch
+		c, err := s.PutConnection(ctx, sampleConnection(broker.Key{Account: "acme", Vendor: "servicenow", UserID: fmt.Sprintf("u%03d", i)}, fmt.Sprintf("at-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		written = append(written, c)
+	}
+	if err := s.PutClient(ctx, "acme", "servicenow", broker.ClientCredentials{ClientID: "c", ClientSecret: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutState(ctx, "state-1", broker.OAuthState{Account: "acme", Vendor: "servicenow"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+
+	if _, err := embedded.Open(embedded.Options{Dir: dir, Key: newKey2}); !errors.Is(err, embedded.ErrWrongKey) {
+		t.Fatalf("new key alone before the rotation: %v, want ErrWrongKey", err)
+	}
+
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	s = open(t, embedded.Options{Dir: dir, Key: newKey2, PreviousKeys: [][]byte{oldKey}, Logger: log})
+	// Readable at once, whether or not the background re-seal got there.
+	if c, err := s.GetConnection(ctx, written[0].Key); err != nil || c.Tokens.AccessToken != "at-0" {
+		t.Fatalf("old record under the ring: %v %+v", err, c.Tokens)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "records re-sealed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no background re-seal; logs:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "resealed=603") { // 600 connections, 1 client, 1 state, the key marker
+		t.Errorf("background re-seal count; logs:\n%s", logs)
+	}
+	if n, err := s.Reseal(ctx); err != nil || n != 0 {
+		t.Fatalf("Reseal after the background pass: %d, %v; want 0", n, err)
+	}
+	_ = s.Close()
+
+	s = open(t, embedded.Options{Dir: dir, Key: newKey2})
+	for _, w := range written {
+		c, err := s.GetConnection(ctx, w.Key)
+		if err != nil || c.Version != w.Version || c.Tokens.AccessToken != w.Tokens.AccessToken {
+			t.Fatalf("%v with the new key alone: %v (version %d, want %d)", w.Key, err, c.Version, w.Version)
+		}
+	}
+	if cc, err := s.GetClient(ctx, "acme", "servicenow"); err != nil || cc.ClientSecret != "s" {
+		t.Fatalf("client with the new key alone: %v", err)
+	}
+	if _, err := s.TakeState(ctx, "state-1"); err != nil {
+		t.Fatalf("state with the new key alone: %v", err)
 	}
 }

@@ -61,6 +61,10 @@ type Options struct {
 	// Key is the 32-byte AES-256 key. Nil loads <Dir>/encryption.key, or
 	// generates it when absent (see LoadOrCreateKey).
 	Key []byte
+	// PreviousKeys are keys records may still be sealed with (key rotation):
+	// they open, never seal, and a background re-seal moves every record to
+	// the current key (see Reseal).
+	PreviousKeys [][]byte
 	// Now is the clock for state expiry; nil means time.Now.
 	Now func() time.Time
 	// Logger receives operational messages; nil discards them.
@@ -123,7 +127,7 @@ func Open(o Options) (*Store, error) {
 		}
 		key = k
 	}
-	box, err := sealed.New(key)
+	box, err := sealed.New(key, o.PreviousKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store: %w", err)
 	}
@@ -151,6 +155,10 @@ func Open(o Options) (*Store, error) {
 	}
 	s.janitor.Add(1)
 	go s.runJanitor()
+	if len(o.PreviousKeys) > 0 {
+		s.janitor.Add(1)
+		go s.resealInBackground()
+	}
 	return s, nil
 }
 

@@ -16,20 +16,7 @@ func (s *Store) Summary(ctx context.Context, account, vendor string) (broker.Sum
 	if err != nil {
 		return broker.Summary{}, err
 	}
-	var sum broker.Summary
-	for i := range conns {
-		c := &conns[i]
-		if c.Key.UserID == "" {
-			c.Tokens.AccessToken, c.Tokens.RefreshToken = "", "" // times stay: they predict expiry
-			sum.App = c
-			continue
-		}
-		sum.UsersTotal++
-		if !c.RefreshTokenExpired {
-			sum.UsersConnected++
-		}
-	}
-	return sum, nil
+	return broker.Summarize(conns), nil
 }
 
 // UserSummaries pages through the user-level connections in user id order,

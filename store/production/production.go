@@ -191,8 +191,16 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan broker.Change, error) {
 	return s.redis.Subscribe(ctx)
 }
 
+// Summary answers from the Redis index. An index record that fails
+// authentication (forged, or written before the index was sealed) is not
+// shown: the answer comes from Vault instead, and the record is repaired.
 func (s *Store) Summary(ctx context.Context, account, vendor string) (broker.Summary, error) {
-	return s.redis.Summary(ctx, account, vendor)
+	sum, err := s.redis.Summary(ctx, account, vendor)
+	if !errors.Is(err, redisstore.ErrUntrusted) {
+		return sum, err
+	}
+	s.markDirty(broker.Key{Account: account, Vendor: vendor}, err)
+	return s.summaryFromVault(ctx, account, vendor)
 }
 
 func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string, limit int) ([]broker.Connection, error) {
@@ -201,6 +209,29 @@ func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string
 
 // Webhooks is the webhook outbox, which lives in Redis.
 func (s *Store) Webhooks() webhook.Store { return s.redis }
+
+func (s *Store) summaryFromVault(ctx context.Context, account, vendor string) (broker.Summary, error) {
+	conns, err := s.Store.ListConnections(ctx, account, vendor)
+	if err != nil {
+		return broker.Summary{}, err
+	}
+	return broker.Summarize(conns), nil
+}
+
+// Reseal re-seals what Redis holds with the current key (`broker
+// rotate-key`): states and app index records in place, then every index
+// record rewritten from Vault (without a reset, as after a lost index), which
+// also covers the per-user records. Vault's records are Vault's to encrypt.
+func (s *Store) Reseal(ctx context.Context) (int, error) {
+	n, err := s.redis.Reseal(ctx)
+	if err != nil {
+		return n, err
+	}
+	if _, err := s.indexAll(ctx); err != nil {
+		return n, fmt.Errorf("re-seal index from Vault: %w", err)
+	}
+	return n, nil
+}
 
 // Ready reports both stores.
 func (s *Store) Ready(ctx context.Context) error {

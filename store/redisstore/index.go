@@ -2,7 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -26,9 +25,17 @@ import (
 // one connection are rare and serialised by the refresh lease, and the
 // status answer is advisory (calls use the connection itself), so this is
 // accepted rather than paid for with versioned scripts.
+//
+// The users and flagged sets are plain user ids, counted with SCARD: an
+// attacker who can write to Redis can make the counts wrong (docs/security.md
+// says so); authenticating each member would cost the O(1) count. The counts
+// are advisory: no call is served from them.
 
-// indexRecord is what the app key holds: the connection without its token
-// strings, and its store version.
+// indexRecord is what the app key holds, sealed with the fleet's key and
+// bound to the app key: the connection without its token strings, and its
+// store version. Sealed although it holds no secret, because Redis contents
+// are not trusted: a forged record would show another instance, user or flag
+// on the status endpoint.
 type indexRecord struct {
 	Version    uint64            `json:"version"`
 	Connection broker.Connection `json:"connection"`
@@ -50,6 +57,9 @@ func (s *Store) userKeys(account, vendor string) (order, recs string) {
 // indexKeys returns the app, users and flagged keys of account and vendor.
 // The parts are query-escaped (only letters, digits and -_.~+% remain) so
 // that '|' separates them unambiguously and no '}' ends the hash tag early.
+// userRecordAD binds a user's index record to its hash and field.
+func userRecordAD(recs, userID string) string { return recs + "\x00" + userID }
+
 func (s *Store) indexKeys(account, vendor string) (app, users, flagged string) {
 	base := s.key("idx", "{"+url.QueryEscape(account)+"|"+url.QueryEscape(vendor)+"}")
 	return base + ":app", base + ":users", base + ":flagged"
@@ -85,7 +95,11 @@ func (s *Store) IndexPut(ctx context.Context, c broker.Connection) error {
 	app, users, flagged := s.indexKeys(c.Key.Account, c.Key.Vendor)
 	order, recs := s.userKeys(c.Key.Account, c.Key.Vendor)
 	c.Tokens.AccessToken, c.Tokens.RefreshToken = "", ""
-	b, err := json.Marshal(indexRecord{Version: c.Version, Connection: c})
+	where := app
+	if c.Key.UserID != "" {
+		where = userRecordAD(recs, c.Key.UserID)
+	}
+	b, err := s.seal(where, indexRecord{Version: c.Version, Connection: c})
 	if err != nil {
 		return fmt.Errorf("index put %s: %w", describe(c.Key), err)
 	}
@@ -172,8 +186,8 @@ func (s *Store) Summary(ctx context.Context, account, vendor string) (broker.Sum
 		return broker.Summary{}, fmt.Errorf("summary %q/%q: %w", account, vendor, err)
 	default:
 		var rec indexRecord
-		if err := json.Unmarshal(b, &rec); err != nil {
-			return broker.Summary{}, fmt.Errorf("summary %q/%q: malformed app index record", account, vendor)
+		if err := s.open(app, b, &rec); err != nil {
+			return broker.Summary{}, fmt.Errorf("summary %q/%q: app index record: %w: %w", account, vendor, ErrUntrusted, err)
 		}
 		rec.Connection.Version = rec.Version
 		sum.App = &rec.Connection
@@ -227,8 +241,11 @@ func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string
 			continue // deleted between the two reads
 		}
 		var rec indexRecord
-		if err := json.Unmarshal([]byte(raw), &rec); err != nil {
-			return nil, fmt.Errorf("user summaries %q/%q: malformed record of user %q", account, vendor, ids[i])
+		if err := s.open(userRecordAD(recs, ids[i]), []byte(raw), &rec); err != nil || rec.Connection.Key.UserID != ids[i] {
+			// Forged, moved or sealed with a key no longer configured:
+			// never shown; `broker reindex` rewrites it from Vault.
+			s.log.Warn("user index record failed authentication; not shown", "vendor", vendor)
+			continue
 		}
 		rec.Connection.Version = rec.Version
 		out = append(out, rec.Connection)
@@ -246,19 +263,9 @@ func (s *Store) IndexReset(ctx context.Context) error {
 		return fmt.Errorf("index reset: %w", ErrClosed)
 	}
 	match := s.key("idx", "*")
-	var err error
-	switch c := s.client.(type) {
-	case *goredis.ClusterClient:
-		err = c.ForEachMaster(ctx, func(ctx context.Context, node *goredis.Client) error {
-			return unlinkMatching(ctx, node, match)
-		})
-	case *goredis.Ring:
-		err = c.ForEachShard(ctx, func(ctx context.Context, shard *goredis.Client) error {
-			return unlinkMatching(ctx, shard, match)
-		})
-	default:
-		err = unlinkMatching(ctx, s.client, match)
-	}
+	err := s.forEachNode(ctx, func(ctx context.Context, c goredis.Cmdable) error {
+		return unlinkMatching(ctx, c, match)
+	})
 	if err != nil {
 		return fmt.Errorf("index reset: %w", err)
 	}
@@ -269,26 +276,16 @@ func (s *Store) IndexReset(ctx context.Context) error {
 // time. One key per UNLINK: a multi-key UNLINK is refused across Cluster
 // slots, and pipelining makes a page one round trip anyway.
 func unlinkMatching(ctx context.Context, c goredis.Cmdable, match string) error {
-	var cursor uint64
-	for {
-		keys, next, err := c.Scan(ctx, cursor, match, indexScanBatch).Result()
-		if err != nil {
-			return fmt.Errorf("scan: %w", err)
-		}
-		if len(keys) > 0 {
-			_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-				for _, k := range keys {
-					p.Unlink(ctx, k)
-				}
-				return nil
-			})
-			if err != nil {
-				return fmt.Errorf("unlink: %w", err)
+	return scanKeys(ctx, c, match, func(keys []string) error {
+		_, err := c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, k := range keys {
+				p.Unlink(ctx, k)
 			}
-		}
-		if next == 0 {
 			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("unlink: %w", err)
 		}
-		cursor = next
-	}
+		return nil
+	})
 }

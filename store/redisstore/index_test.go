@@ -2,6 +2,9 @@ package redisstore_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -376,4 +379,85 @@ func BenchmarkSummary10k(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	}
+}
+
+// TestForgedIndexRecordRefused: an app index record written to Redis by
+// someone else (here a plain-JSON record claiming another instance and user,
+// and a genuine record copied under another account) is refused, never shown.
+func TestForgedIndexRecordRefused(t *testing.T) {
+	addr := testenv.Redis(t)
+	s := open(t, addr, redisstore.Options{})
+	c := indexed(broker.Key{Account: "acme", Vendor: "servicenow"}, false)
+	mustIndex(t, s, c)
+	attacker := raw(t, addr)
+	genuine, err := attacker.Get(t.Context(), "tokenbroker:idx:{acme|servicenow}:app").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := `{"version":99,"connection":{"key":{"account":"acme","vendor":"servicenow"},"instance":{"baseUrl":"https://evil.example","host":"evil.example"},"user":{"id":"mallory"}}}`
+	for name, write := range map[string]func() error{
+		"plain JSON record": func() error {
+			return attacker.Set(t.Context(), "tokenbroker:idx:{acme|servicenow}:app", forged, 0).Err()
+		},
+		"record moved from another account": func() error {
+			return attacker.Set(t.Context(), "tokenbroker:idx:{globex|servicenow}:app", genuine, 0).Err()
+		},
+	} {
+		if err := write(); err != nil {
+			t.Fatal(err)
+		}
+		account := "acme"
+		if strings.Contains(name, "moved") {
+			account = "globex"
+		}
+		sum, err := s.Summary(t.Context(), account, "servicenow")
+		if err == nil {
+			t.Errorf("%s: Summary answered %+v, want an error", name, sum.App)
+			continue
+		}
+		if !errors.Is(err, redisstore.ErrUntrusted) {
+			t.Errorf("%s: error %v does not wrap ErrUntrusted", name, err)
+		}
+	}
+}
+
+// TestKeyRotationReseal: states and index records sealed with the previous
+// key open under the ring, Reseal moves them to the new key (ttls kept), and
+// then the new key alone opens them; a replica still on the old key reads
+// what the ring's replica writes only once the new key is among its
+// previous keys (step 1 of the rotation procedure).
+func TestKeyRotationReseal(t *testing.T) {
+	addr := testenv.Redis(t)
+	oldKey, newKey2 := newKey(t), newKey(t)
+	before := open(t, addr, redisstore.Options{Key: oldKey})
+	mustIndex(t, before, indexed(broker.Key{Account: "acme", Vendor: "servicenow"}, false))
+	if err := before.PutState(t.Context(), "s1", broker.OAuthState{Account: "acme"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ring := open(t, addr, redisstore.Options{Key: newKey2, PreviousKeys: [][]byte{oldKey}})
+	wantSummary(t, ring, "acme", "servicenow", 0, 0, true)
+	n, err := ring.Reseal(t.Context())
+	if err != nil || n != 2 {
+		t.Fatalf("Reseal: %d, %v; want 2", n, err)
+	}
+	if n, err := ring.Reseal(t.Context()); err != nil || n != 0 {
+		t.Fatalf("second Reseal: %d, %v; want 0", n, err)
+	}
+	ttl, err := raw(t, addr).PTTL(t.Context(), "tokenbroker:state:"+stateHash("s1")).Result()
+	if err != nil || ttl <= 0 {
+		t.Fatalf("state ttl after re-seal: %v %v", ttl, err)
+	}
+	after := open(t, addr, redisstore.Options{Key: newKey2})
+	wantSummary(t, after, "acme", "servicenow", 0, 0, true)
+	if st, err := after.TakeState(t.Context(), "s1"); err != nil || st.Account != "acme" {
+		t.Fatalf("state with the new key alone: %v", err)
+	}
+	if _, err := before.Summary(t.Context(), "acme", "servicenow"); !errors.Is(err, redisstore.ErrUntrusted) {
+		t.Fatalf("a replica without the new key read a re-sealed record: %v", err)
+	}
+}
+
+func stateHash(id string) string {
+	h := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(h[:])
 }

@@ -9,7 +9,9 @@ import (
 // Redis run without persistence comes back empty after a restart; the marker
 // is gone with everything else, and its absence makes the production store
 // rebuild the index from Vault. It sits under "idx", so IndexReset removes it.
-func (s *Store) markerKey() string { return s.key("idx", "complete") }
+// "v2" is the sealed index format: a fleet upgraded from plain-JSON index
+// records finds no v2 marker and rebuilds the index, sealed, from Vault.
+func (s *Store) markerKey() string { return s.key("idx", "complete", "v2") }
 
 // IndexComplete reports whether the marker is present.
 func (s *Store) IndexComplete(ctx context.Context) (bool, error) {

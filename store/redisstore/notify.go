@@ -2,8 +2,6 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -22,26 +20,23 @@ const (
 	// subscribeTimeout bounds the wait for Redis to confirm a new
 	// subscription when ctx has no deadline of its own.
 	subscribeTimeout = 5 * time.Second
+	// untrustedReloadEvery bounds the reloads that messages failing
+	// authentication can cause (see pump).
+	untrustedReloadEvery = 30 * time.Second
 )
 
-// Publish sends ch to every replica's subscribers with PUBLISH. A Change
-// names a connection and a version, never a secret. Publish waits only for
-// Redis, never for a subscriber.
+// Publish sends ch to every replica's subscribers with PUBLISH. The whole
+// message (key, version, deletion, and the connection when present) is
+// sealed with the fleet's key and bound to the channel: Redis contents are
+// not trusted, and an unauthenticated version would let anyone who can
+// PUBLISH pin stale tokens on every replica (a high version makes the cache
+// ignore every genuine change after it). Publish waits only for Redis,
+// never for a subscriber.
 func (s *Store) Publish(ctx context.Context, ch broker.Change) error {
 	if s.isClosed() {
 		return fmt.Errorf("publish change: %w", ErrClosed)
 	}
-	w := wireChange{Change: ch}
-	if ch.Conn != nil {
-		// The connection holds tokens: it crosses Redis sealed with the
-		// fleet's key, bound to the channel and the connection's key.
-		sealed, err := s.seal(s.changeAD(ch.Key), ch.Conn)
-		if err != nil {
-			return fmt.Errorf("publish change: %w", err)
-		}
-		w.Sealed = sealed
-	}
-	b, err := json.Marshal(w)
+	b, err := s.seal(s.key("changes"), wireChange{Change: ch, Conn: ch.Conn})
 	if err != nil {
 		return fmt.Errorf("publish change: %w", err)
 	}
@@ -103,8 +98,8 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan broker.Change, error) {
 // pump moves messages from go-redis to out without ever blocking on out, so
 // that go-redis' reader keeps draining the socket (a subscriber that lags in
 // Redis' output buffer gets disconnected by Redis). owed records a reload
-// marker due: after a resubscription, a dropped change, or a message that
-// does not decode; it is delivered as soon as out has room.
+// marker due: after a resubscription or a dropped change; it is delivered as
+// soon as out has room.
 func (s *Store) pump(ctx context.Context, ps *goredis.PubSub, in <-chan any, out chan<- broker.Change) {
 	defer s.workers.Done()
 	defer close(out)
@@ -116,6 +111,12 @@ func (s *Store) pump(ctx context.Context, ps *goredis.PubSub, in <-chan any, out
 		}
 	}()
 	owed := false
+	// Messages that fail authentication owe a reload too (they may be a
+	// replica's that is not upgraded yet, whose change is then read from the
+	// store), but at most one per untrustedReloadEvery: a flood of forged
+	// publishes must not turn into a flood of full reloads.
+	var lastUntrusted time.Time
+	var untrustedDue <-chan time.Time
 	for {
 		var marker chan<- broker.Change // nil (never ready) unless a marker is owed
 		if owed {
@@ -128,6 +129,8 @@ func (s *Store) pump(ctx context.Context, ps *goredis.PubSub, in <-chan any, out
 			return
 		case marker <- broker.Change{}:
 			owed = false
+		case <-untrustedDue:
+			untrustedDue, owed, lastUntrusted = nil, true, time.Now()
 		case m, ok := <-in:
 			if !ok {
 				s.log.Warn("change subscription closed by the client")
@@ -141,13 +144,13 @@ func (s *Store) pump(ctx context.Context, ps *goredis.PubSub, in <-chan any, out
 				}
 			case *goredis.Message:
 				ch, err := s.decodeChange(m.Payload)
-				if err != nil {
-					s.log.Warn("undecodable change message; reload owed", "err", err)
-					owed = true
-					continue
-				}
-				if ch.Key.Account == "" {
-					owed = true // someone published "reload all"
+				if err != nil || ch.Key.Account == "" {
+					// A message that does not open, or a "reload all"
+					// (never published by the broker itself; a replay).
+					if untrustedDue == nil {
+						s.log.Warn("change message failed authentication; ignored, a rate-limited reload is owed", "err", err)
+						untrustedDue = time.After(max(untrustedReloadEvery-time.Since(lastUntrusted), 0))
+					}
 					continue
 				}
 				select {
@@ -160,32 +163,32 @@ func (s *Store) pump(ctx context.Context, ps *goredis.PubSub, in <-chan any, out
 	}
 }
 
-// wireChange is a Change on the wire: the connection, when present, sealed.
+// wireChange is a Change on the wire, sealed as a whole. broker.Change
+// leaves Conn out of its JSON (it holds tokens); here it travels inside the
+// sealed message.
 type wireChange struct {
 	broker.Change
-	Sealed []byte `json:"sealed,omitempty"`
+	Conn *broker.Connection `json:"conn,omitempty"`
 }
 
-func (s *Store) changeAD(k broker.Key) string {
-	return s.key("changes") + "\x00" + k.Account + "\x00" + k.Vendor + "\x00" + k.UserID
-}
-
+// decodeChange opens a message. One that does not open (forged, tampered,
+// or from a replica not yet upgraded to sealed messages) is refused; the
+// pump then owes a reload, which reads the truth from the store, so nothing
+// is lost and nothing forged is applied. A replayed genuine message carries
+// its real, older version and is ignored by the cache.
 func (s *Store) decodeChange(payload string) (broker.Change, error) {
 	var w wireChange
-	if err := json.Unmarshal([]byte(payload), &w); err != nil {
-		// Not err itself: json errors quote the input.
-		return broker.Change{}, errors.New("malformed change JSON")
+	if err := s.open(s.key("changes"), []byte(payload), &w); err != nil {
+		return broker.Change{}, fmt.Errorf("change message: %w: %w", ErrUntrusted, err)
 	}
 	ch := w.Change
-	if len(w.Sealed) > 0 {
-		var c broker.Connection
-		if err := s.open(s.changeAD(ch.Key), w.Sealed, &c); err == nil && c.Key == ch.Key {
-			c.Version = ch.Version
-			ch.Conn = &c
-		} else {
-			// The receiver reads the store instead; nothing is lost.
-			s.log.Warn("change carried a connection that could not be opened; it will be read from the store")
+	if w.Conn != nil {
+		if w.Conn.Key != ch.Key {
+			return broker.Change{}, fmt.Errorf("change message: %w: connection of another key", ErrUntrusted)
 		}
+		c := *w.Conn
+		c.Version = ch.Version
+		ch.Conn = &c
 	}
 	return ch, nil
 }

@@ -2,7 +2,9 @@ package redisstore_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -50,10 +52,11 @@ func wantClosed(t *testing.T, ch <-chan broker.Change) {
 // reaches a subscriber on each of two others, in order, with no marker.
 func TestNotifierFanOutAcrossReplicas(t *testing.T) {
 	addr := testenv.Redis(t)
-	pub := open(t, addr, redisstore.Options{})
-	a := open(t, addr, redisstore.Options{})
-	b := open(t, addr, redisstore.Options{})
-	other := open(t, addr, redisstore.Options{Prefix: "another-deployment"})
+	fleet := newKey(t) // replicas share the key: messages are sealed with it
+	pub := open(t, addr, redisstore.Options{Key: fleet})
+	a := open(t, addr, redisstore.Options{Key: fleet})
+	b := open(t, addr, redisstore.Options{Key: fleet})
+	other := open(t, addr, redisstore.Options{Key: fleet, Prefix: "another-deployment"})
 
 	subA, err := a.Subscribe(t.Context())
 	if err != nil {
@@ -262,7 +265,8 @@ func TestSubscribeFailsWithRedisDown(t *testing.T) {
 
 // TestChangeCarriesSealedConnection: a change with the connection reaches
 // another replica with its tokens, while the bytes on the wire hold none;
-// a replica with another key gets the change without the connection.
+// a replica with another key cannot open the message: it gets a reload
+// marker (it reads the store), never the connection.
 func TestChangeCarriesSealedConnection(t *testing.T) {
 	addr := testenv.Redis(t)
 	key := newKey(t)
@@ -300,7 +304,80 @@ func TestChangeCarriesSealedConnection(t *testing.T) {
 	if c.Conn == nil || c.Conn.Tokens.AccessToken != "at-on-the-wire-secret" || c.Conn.Version != 7 {
 		t.Fatalf("received %+v, want the sealed connection opened", c.Conn)
 	}
-	if c := receive(t, gotStranger); c.Conn != nil || c.Key != ch.Key {
-		t.Fatalf("a replica with another key opened the connection, or lost the change: %+v", c)
+	if c := receive(t, gotStranger); c.Conn != nil || c.Key.Account != "" {
+		t.Fatalf("a replica with another key opened the message: %+v, want a reload marker", c)
+	}
+}
+
+// TestForgedChangeCannotPinStaleTokens: whoever can PUBLISH to Redis cannot
+// make a replica adopt a version or a connection the fleet did not write. A
+// forged message with a huge version would make every replica's cache
+// ignore all genuine changes after it (stale tokens pinned); a captured
+// genuine message with its version raised would re-install old tokens.
+func TestForgedChangeCannotPinStaleTokens(t *testing.T) {
+	addr := testenv.Redis(t)
+	key := newKey(t)
+	pub := open(t, addr, redisstore.Options{Key: key})
+	sub := open(t, addr, redisstore.Options{Key: key})
+	got, err := sub.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	attacker := raw(t, addr)
+	spy := attacker.Subscribe(t.Context(), "tokenbroker:changes")
+	if _, err := spy.Receive(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	genuine := change("acme", 7)
+	stale := broker.Connection{Key: genuine.Key, Tokens: broker.Tokens{AccessToken: "stale-at", RefreshToken: "stale-rt"}}
+	genuine.Conn = &stale
+	if err := pub.Publish(t.Context(), genuine); err != nil {
+		t.Fatal(err)
+	}
+	captured, err := spy.ReceiveMessage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := receive(t, got); c.Version != 7 {
+		t.Fatalf("genuine change: %+v", c)
+	}
+
+	const pinned = math.MaxUint64
+	forged := []string{
+		// A version-only change, as the wire format of an unauthenticated
+		// feed would carry it.
+		fmt.Sprintf(`{"key":{"account":"acme","vendor":"servicenow","userId":"u1"},"version":%d}`, uint64(pinned)),
+		fmt.Sprintf(`{"key":{"account":"acme","vendor":"servicenow","userId":"u1"},"version":%d,"deleted":true}`, uint64(pinned)),
+	}
+	// The captured genuine message with its version raised, when the
+	// version can be read at all; otherwise with a byte flipped.
+	var m map[string]any
+	if json.Unmarshal([]byte(captured.Payload), &m) == nil {
+		m["version"] = uint64(pinned)
+		b, _ := json.Marshal(m)
+		forged = append(forged, string(b))
+	} else {
+		b := []byte(captured.Payload)
+		b[len(b)/2] ^= 1
+		forged = append(forged, string(b))
+	}
+	for _, f := range forged {
+		if err := attacker.Publish(t.Context(), "tokenbroker:changes", f).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.After(time.Second)
+	for {
+		select {
+		case c := <-got:
+			if c.Key.Account != "" && (c.Version != 7 || c.Deleted) {
+				t.Fatalf("a forged change was delivered: %+v", c)
+			}
+			if c.Conn != nil && c.Version != 7 {
+				t.Fatalf("forged version %d on the stale connection was delivered", c.Version)
+			}
+		case <-deadline:
+			return
+		}
 	}
 }

@@ -25,6 +25,11 @@ var (
 // ErrClosed is returned by every method once Close has been called.
 var ErrClosed = errors.New("redis store is closed")
 
+// ErrUntrusted wraps a value read from Redis that does not open with the
+// fleet's keys: forged, tampered, moved from another key, or sealed with a
+// key no longer configured. It is never used as if it were genuine.
+var ErrUntrusted = errors.New("redis value failed authentication")
+
 // DefaultPrefix leads every key and the change channel when Options.Prefix
 // is empty.
 const DefaultPrefix = "tokenbroker"
@@ -59,9 +64,14 @@ type Options struct {
 	// deployments (or tests) can share one Redis; default "tokenbroker".
 	// Letters, digits and . _ / : - only.
 	Prefix string
-	// Key is the 32-byte AES-256 key that seals OAuth states (they hold the
-	// PKCE verifier). Every replica must use the same key.
+	// Key is the 32-byte AES-256 key that seals (encrypts and
+	// authenticates) everything the store reads back from Redis: OAuth
+	// states (they hold the PKCE verifier), change messages and index
+	// records. Every replica must use the same key.
 	Key []byte
+	// PreviousKeys still open values (key rotation) but never seal; Reseal
+	// moves what Redis holds to Key.
+	PreviousKeys [][]byte
 	// Now is the clock for state expiry; nil means time.Now. Lease timing
 	// uses the real clock: it races Redis' own expiry.
 	Now func() time.Time
@@ -95,6 +105,7 @@ type Store struct {
 	// library. Fields, not package variables: no global state.
 	renewScript, releaseScript *goredis.Script
 	enqueueScript, popScript   *goredis.Script
+	resealScript               *goredis.Script // reseal.go
 
 	mu      sync.Mutex
 	closed  bool
@@ -112,7 +123,7 @@ func New(o Options) (*Store, error) {
 	if err := o.validate(); err != nil {
 		return nil, fmt.Errorf("redis store: %w", err)
 	}
-	box, err := sealed.New(o.Key)
+	box, err := sealed.New(o.Key, o.PreviousKeys...)
 	if err != nil {
 		return nil, fmt.Errorf("redis store: %w", err)
 	}
@@ -135,6 +146,7 @@ func New(o Options) (*Store, error) {
 		releaseScript: goredis.NewScript(releaseLua),
 		enqueueScript: goredis.NewScript(enqueueLua),
 		popScript:     goredis.NewScript(popLua),
+		resealScript:  goredis.NewScript(resealLua),
 		leases:        map[*lease]struct{}{},
 		done:          make(chan struct{}),
 	}, nil
