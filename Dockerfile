@@ -10,7 +10,9 @@
 # fails when the two differ, builds the binary with these flags and runs it as
 # 65532:65532 from a read-only folder.
 
-FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+FROM --platform=$BUILDPLATFORM golang:1.27 AS build
+# The project's Go, whatever patch release the image carries (see the Makefile).
+ENV GOTOOLCHAIN=go1.27.3
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download

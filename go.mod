@@ -1,6 +1,6 @@
 module github.com/tokenbroker/tokenbroker
 
-go 1.26.8
+go 1.27.3
 
 require (
 	github.com/KimMachineGun/automemlimit v1.0.1

@@ -5,6 +5,8 @@
 # minutes and ~1 GB of modules the first time, instant afterwards) and caches
 # it outside the repository, as scripts/ensure-vault.sh does for Vault.
 set -euo pipefail
+# The project's Go (see the Makefile); the go command fetches it once.
+export GOTOOLCHAIN=go1.27.3
 version=${HELM_VERSION:-v3.22.0}
 if command -v helm >/dev/null 2>&1 && helm version --template '{{.Version}}' 2>/dev/null | grep -qx "$version"; then
   command -v helm
@@ -17,8 +19,8 @@ if [ ! -x "$bin" ]; then
   mkdir -p "$(dirname "$bin")"
   tmp=$(mktemp -d "$(dirname "$bin")/build.XXXXXX")
   trap 'rm -rf "$tmp"' EXIT
-  # Outside any module, so that the repository's go.mod plays no part;
-  # GOTOOLCHAIN=local builds with the Go that runs the tests. The -X flags are
+  # Outside any module, so that the repository's go.mod plays no part; it
+  # builds with the project's Go (GOTOOLCHAIN above). The -X flags are
   # those of Helm's own Makefile: the version, and the Kubernetes version that
   # `helm template` and `helm lint` assume (.Capabilities.KubeVersion, the
   # deprecation checks), taken from the k8s.io/client-go that Helm builds with
@@ -30,7 +32,7 @@ if [ ! -x "$bin" ]; then
   for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
     ldflags="$ldflags -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$k8s"
   done
-  (cd "$tmp" && GOFLAGS=-buildvcs=false GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$tmp" \
+  (cd "$tmp" && GOFLAGS=-buildvcs=false CGO_ENABLED=0 GOBIN="$tmp" \
     go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$version") >&2
   mv "$tmp/helm" "$bin"
 fi

@@ -14,6 +14,8 @@
 # Concurrent callers (parallel test packages, several checkouts) wait for one
 # build instead of each starting their own.
 set -euo pipefail
+# The project's Go (see the Makefile); the go command fetches it once.
+export GOTOOLCHAIN=go1.27.3
 if command -v vault >/dev/null 2>&1; then
   command -v vault
   exit 0

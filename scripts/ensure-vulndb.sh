@@ -8,6 +8,8 @@
 # module and indexdb's dependencies), instant afterwards. VULNDB_VERSION picks
 # another snapshot of the database.
 set -euo pipefail
+# The project's Go (see the Makefile); the go command fetches it once.
+export GOTOOLCHAIN=go1.27.3
 version=${VULNDB_VERSION:-v0.0.0-20261105234957-e22db6528018}
 cache=${TOKENBROKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tokenbroker}
 db="$cache/vulndb-$version"

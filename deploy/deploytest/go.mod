@@ -4,7 +4,7 @@
 // module, which holds only what the broker and its tests need.
 module github.com/tokenbroker/tokenbroker/deploy/deploytest
 
-go 1.26.8
+go 1.27.3
 
 require (
 	github.com/moby/buildkit v0.34.2

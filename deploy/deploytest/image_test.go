@@ -40,7 +40,7 @@ const (
 	nonRootUID      = 65532
 	testVersion     = "v9.9.9-chartcheck"
 	runtimeImage    = "gcr.io/distroless/static-debian12:nonroot"
-	builderImage    = "golang:1.26"
+	builderImage    = "golang:1.27"
 	brokerPackage   = "./cmd/broker"
 	imageEntrypoint = "/broker"
 )
