@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		maxReplay = proxy.NeverReplay
 	}
 	px, err := proxy.New(proxy.Options{
-		Tokens: a.broker, Caller: accountOf, Vendors: policies, Dial: dial.DialContext,
+		Tokens: a.broker, Caller: accountOf, ActFor: actForUser(cfg.ProxyActForUsersRole), Vendors: policies, Dial: dial.DialContext,
 		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
@@ -290,6 +290,18 @@ func callerOf(c *gin.Context) (broker.Caller, bool) {
 		return broker.Caller{}, false
 	}
 	return broker.Caller{Account: cl.Account, Subject: cl.Subject, Admin: cl.HasRole("admin")}, true
+}
+
+// actForUser is the X-Broker-User policy: with role set, a caller uses its
+// own user-level connection, and another user's only with role.
+func actForUser(role string) func(*gin.Context, string) bool {
+	if role == "" {
+		return nil
+	}
+	return func(c *gin.Context, userID string) bool {
+		cl, ok := auth.ClaimsFrom(c)
+		return ok && (cl.Subject == userID || cl.HasRole(role))
+	}
 }
 
 func accountOf(c *gin.Context) (string, bool) {

@@ -39,7 +39,10 @@ type Config struct {
 	AuthClockSkew            time.Duration // tolerance on exp, nbf and iat
 
 	ReturnURLs []string
-	StateTTL   time.Duration
+	// ProxyActForUsersRole, when set, is the role a caller needs to use
+	// another user's connection through X-Broker-User.
+	ProxyActForUsersRole string
+	StateTTL             time.Duration
 	// MaxPendingFlows bounds the OAuth flows one caller has in progress.
 	MaxPendingFlows int64
 

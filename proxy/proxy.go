@@ -79,6 +79,10 @@ type Options struct {
 	// Caller returns the caller's account; the auth middleware, which runs
 	// before Handle, has verified it. ok=false answers 401.
 	Caller func(c *gin.Context) (account string, ok bool)
+	// ActFor, when set, decides whether the caller may use the user-level
+	// connection of userID (X-Broker-User); false answers 403 forbidden.
+	// Nil lets every caller of the account use every user's connection.
+	ActFor func(c *gin.Context, userID string) bool
 	// Vendors are the vendors that may be proxied, by path segment. Their
 	// names are the only values of the vendor metric label.
 	Vendors map[string]VendorPolicy
@@ -153,6 +157,7 @@ const errRefreshFailed = constError("vendor refused the token; refresh failed")
 type Proxy struct {
 	tokens    Tokens
 	caller    func(*gin.Context) (string, bool)
+	actFor    func(*gin.Context, string) bool
 	vendors   map[string]*vendor
 	rp        *httputil.ReverseProxy
 	pool      *bufferPool
@@ -188,6 +193,7 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{
 		tokens:    o.Tokens,
 		caller:    o.Caller,
+		actFor:    o.ActFor,
 		vendors:   make(map[string]*vendor, len(o.Vendors)),
 		pool:      newBufferPool(),
 		maxReplay: o.MaxReplayBody,
@@ -332,6 +338,13 @@ func (p *Proxy) Handle(c *gin.Context) {
 			return
 		}
 		key.UserID = id
+		if p.actFor != nil && !p.actFor(c, id) {
+			p.log.LogAttrs(r.Context(), slog.LevelWarn, "proxy call refused by policy",
+				slog.String("vendor", v.name), slog.String("reason", "act_for_user"))
+			p.fail(c, x, http.StatusForbidden, broker.CodeForbidden,
+				"acting for another user through "+HeaderUser+" needs the role named by BROKER_PROXY_ACT_FOR_USERS_ROLE")
+			return
+		}
 	}
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would echo the injected Authorization header back to the caller.
