@@ -62,7 +62,7 @@ the patterns miss; the patterns catch the rest and future ones. The chart check
 docs/configuration.md into `config` and expects this to refuse it.
 */}}
 {{- define "tokenbroker.isSecretName" -}}
-{{- if or (has . (list "BROKER_REDIS_URL")) (regexMatch "(^|_)(SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)|_(TOKEN|KEY)$" .) }}true{{ end }}
+{{- if or (has . (list "BROKER_REDIS_URL")) (regexMatch "(^|_)(SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)|_(TOKEN|KEYS?)$" .) }}true{{ end }}
 {{- end }}
 
 {{/*
