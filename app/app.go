@@ -83,9 +83,12 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		now = time.Now
 	}
 	a = &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
+	// The failure paths return a nil *App: close what was opened through a
+	// copy, or a failed start-up panics instead of printing its error.
+	built := a
 	defer func() {
 		if err != nil {
-			a.close()
+			built.close()
 		}
 	}()
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
