@@ -10,9 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/callerpolicy"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/console"
 	"github.com/tokenbroker/tokenbroker/egress"
@@ -179,8 +182,12 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if maxReplay == 0 {
 		maxReplay = proxy.NeverReplay
 	}
+	authorize, err := callerPolicy(cfg, slices.Collect(maps.Keys(policies)))
+	if err != nil {
+		return nil, err
+	}
 	px, err := proxy.New(proxy.Options{
-		Tokens: a.broker, Caller: accountOf, ActFor: actForUser(cfg.ProxyActForUsersRole), Vendors: policies, Dial: dial.DialContext,
+		Tokens: a.broker, Caller: accountOf, Authorize: authorize, Vendors: policies, Dial: dial.DialContext,
 		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
@@ -295,16 +302,22 @@ func callerOf(c *gin.Context) (broker.Caller, bool) {
 	return broker.Caller{Account: cl.Account, Subject: cl.Subject, Admin: cl.HasRole("admin")}, true
 }
 
-// actForUser is the X-Broker-User policy: with role set, a caller uses its
-// own user-level connection, and another user's only with role.
-func actForUser(role string) func(*gin.Context, string) bool {
-	if role == "" {
-		return nil
+// callerPolicy is the proxy's caller policy: BROKER_PROXY_POLICY_FILE when
+// set, else the default, where acting for another user needs
+// BROKER_PROXY_ACT_FOR_USERS_ROLE (docs/security.md).
+func callerPolicy(cfg *config.Config, vendors []string) (func(*gin.Context, proxy.Call) error, error) {
+	slices.Sort(vendors)
+	pol := callerpolicy.Default(vendors, cfg.ProxyActForUsersRole)
+	if cfg.ProxyPolicyFile != "" {
+		var err error
+		if pol, err = callerpolicy.Load(cfg.ProxyPolicyFile, vendors); err != nil {
+			return nil, fmt.Errorf("BROKER_PROXY_POLICY_FILE: %w", err)
+		}
 	}
-	return func(c *gin.Context, userID string) bool {
-		cl, ok := auth.ClaimsFrom(c)
-		return ok && (cl.Subject == userID || cl.HasRole(role))
-	}
+	return func(c *gin.Context, call proxy.Call) error {
+		cl, _ := auth.ClaimsFrom(c)
+		return pol.Check(cl.Subject, cl.Roles, callerpolicy.Call(call))
+	}, nil
 }
 
 func accountOf(c *gin.Context) (string, bool) {

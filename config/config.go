@@ -39,10 +39,13 @@ type Config struct {
 	AuthClockSkew            time.Duration // tolerance on exp, nbf and iat
 
 	ReturnURLs []string
-	// ProxyActForUsersRole, when set, is the role a caller needs to use
-	// another user's connection through X-Broker-User.
+	// ProxyActForUsersRole is the role a caller needs, under the default
+	// caller policy, to use another user's connection through X-Broker-User.
 	ProxyActForUsersRole string
-	StateTTL             time.Duration
+	// ProxyPolicyFile, when set, is the YAML caller policy of the proxy
+	// (package callerpolicy); it replaces the default policy.
+	ProxyPolicyFile string
+	StateTTL        time.Duration
 	// MaxPendingFlows bounds the OAuth flows one caller has in progress.
 	MaxPendingFlows int64
 

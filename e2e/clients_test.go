@@ -209,7 +209,8 @@ func snCall(ctx context.Context, method, brokerURL, path, jwt string, body io.Re
 func TestServiceNowPlainClientThroughTheBroker(t *testing.T) {
 	e := testenv.StartBroker(t, testenv.WithSim(bigLog))
 	e.MustConnect(e.Admin(acme), "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
-	jwt := e.Token(acme, "ticket-sync")
+	// The role lets this service use its users' connections (X-Broker-User).
+	jwt := e.Token(acme, "ticket-sync", "act-for-users")
 	ctx := context.Background()
 	call := func(method, path string, body io.Reader, ctype string, want int) (http.Header, map[string]any) {
 		t.Helper()

@@ -392,7 +392,7 @@ func TestDisconnectAndUserRemoval(t *testing.T) {
 	if tot, _ := details(t, vendorStatus(t, e, admin, "servicenow")); tot != 1 {
 		t.Errorf("total after removing u1 = %v, want 1", tot)
 	}
-	if r := e.Do("GET", "/proxy/servicenow/api/now/table/incident", admin, nil, "X-Broker-User", "u1"); r.Status != http.StatusNotFound {
+	if r := e.Do("GET", "/proxy/servicenow/api/now/table/incident", e.Token(acme, "svc", "act-for-users"), nil, "X-Broker-User", "u1"); r.Status != http.StatusNotFound {
 		t.Errorf("proxy as removed user: want 404, got %d", r.Status)
 	}
 	revokes := e.Sim.Counters().ServiceNow.Revocations

@@ -52,9 +52,10 @@ func TestWarmProxyTouchesNoStore(t *testing.T) {
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
 	e.MustConnect(e.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)
+	svc := e.Token(acme, "svc", "act-for-users")
 	warm := func() {
 		for _, hdr := range [][]string{nil, {"X-Broker-User", "u1"}} {
-			if r := e.Do("GET", "/proxy/servicenow/api/now/table/incident", admin, nil, hdr...); r.Status != http.StatusOK {
+			if r := e.Do("GET", "/proxy/servicenow/api/now/table/incident", svc, nil, hdr...); r.Status != http.StatusOK {
 				t.Fatalf("proxy: %d %s", r.Status, r.Body)
 			}
 		}

@@ -73,16 +73,28 @@ type VendorPolicy struct {
 	NotExpired func(status int, h http.Header) bool
 }
 
+// Call is what the caller policy (Options.Authorize) decides on.
+type Call struct {
+	Vendor string
+	// User is X-Broker-User; "" for the app-level connection.
+	User   string
+	Method string
+	// Path is the escaped path below the vendor's base URL, after the path
+	// checks: it has no dot segment and no encoded slash.
+	Path string
+}
+
 // Options configure a Proxy.
 type Options struct {
 	Tokens Tokens
 	// Caller returns the caller's account; the auth middleware, which runs
 	// before Handle, has verified it. ok=false answers 401.
 	Caller func(c *gin.Context) (account string, ok bool)
-	// ActFor, when set, decides whether the caller may use the user-level
-	// connection of userID (X-Broker-User); false answers 403 forbidden.
-	// Nil lets every caller of the account use every user's connection.
-	ActFor func(c *gin.Context, userID string) bool
+	// Authorize, when set, is the caller policy: it runs after the path and
+	// query checks and before the token lookup, and a non-nil error answers
+	// 403 forbidden with the error's text, which must hold no secret. Nil
+	// allows every call of an authenticated caller.
+	Authorize func(c *gin.Context, call Call) error
 	// Vendors are the vendors that may be proxied, by path segment. Their
 	// names are the only values of the vendor metric label.
 	Vendors map[string]VendorPolicy
@@ -157,7 +169,7 @@ const errRefreshFailed = constError("vendor refused the token; refresh failed")
 type Proxy struct {
 	tokens    Tokens
 	caller    func(*gin.Context) (string, bool)
-	actFor    func(*gin.Context, string) bool
+	authorize func(*gin.Context, Call) error
 	vendors   map[string]*vendor
 	rp        *httputil.ReverseProxy
 	pool      *bufferPool
@@ -193,7 +205,7 @@ func New(o Options) (*Proxy, error) {
 	p := &Proxy{
 		tokens:    o.Tokens,
 		caller:    o.Caller,
-		actFor:    o.ActFor,
+		authorize: o.Authorize,
 		vendors:   make(map[string]*vendor, len(o.Vendors)),
 		pool:      newBufferPool(),
 		maxReplay: o.MaxReplayBody,
@@ -338,13 +350,6 @@ func (p *Proxy) Handle(c *gin.Context) {
 			return
 		}
 		key.UserID = id
-		if p.actFor != nil && !p.actFor(c, id) {
-			p.log.LogAttrs(r.Context(), slog.LevelWarn, "proxy call refused by policy",
-				slog.String("vendor", v.name), slog.String("reason", "act_for_user"))
-			p.fail(c, x, http.StatusForbidden, broker.CodeForbidden,
-				"acting for another user through "+HeaderUser+" needs the role named by BROKER_PROXY_ACT_FOR_USERS_ROLE")
-			return
-		}
 	}
 	if r.Method == http.MethodTrace || r.Method == http.MethodConnect {
 		// TRACE would echo the injected Authorization header back to the caller.
@@ -367,6 +372,14 @@ func (p *Proxy) Handle(c *gin.Context) {
 	if err := checkQuery(r.URL.RawQuery); err != nil {
 		p.refuse(c, x, err)
 		return
+	}
+	if p.authorize != nil {
+		if err := p.authorize(c, Call{Vendor: v.name, User: key.UserID, Method: r.Method, Path: esc}); err != nil {
+			p.log.LogAttrs(r.Context(), slog.LevelWarn, "proxy call refused by policy",
+				slog.String("vendor", v.name), slog.String("method", r.Method), slog.String("error", err.Error()))
+			p.fail(c, x, http.StatusForbidden, broker.CodeForbidden, err.Error())
+			return
+		}
 	}
 
 	ctx := r.Context()
