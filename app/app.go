@@ -144,11 +144,15 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if err != nil {
 		return nil, fmt.Errorf("BROKER_PUBLIC_URL: %w", err)
 	}
+	var fleet broker.FleetAcks // nil with the embedded store: one replica
+	if p, ok := raw.(productionStore); ok {
+		fleet = p.fleet
+	}
 	a.broker, err = broker.New(broker.Options{
 		Store: a.store, Vendors: vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
 		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, MaxPendingFlows: int(cfg.MaxPendingFlows), RefreshMargin: cfg.RefreshMargin,
 		VendorTimeout: cfg.VendorTimeout, StoreBudget: cfg.StoreTimeout, RetryAfterMax: cfg.RetryAfterMax,
-		ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks,
+		ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks, Fleet: fleet, FleetAckTimeout: cfg.FleetAckTimeout,
 		Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {

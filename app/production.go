@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/store/fleetsync"
 	"github.com/tokenbroker/tokenbroker/store/production"
 	"github.com/tokenbroker/tokenbroker/store/redisstore"
 	"github.com/tokenbroker/tokenbroker/store/sealed"
@@ -20,6 +21,8 @@ import (
 type productionStore struct {
 	*production.Store
 	stopRenewal func()
+	// fleet confirms changes across the replicas sharing this Redis.
+	fleet *fleetsync.Fleet
 }
 
 func (p productionStore) Close() error {
@@ -64,7 +67,17 @@ func openProduction(ctx context.Context, cfg *config.Config, log *slog.Logger, n
 		stopRenewal()
 		return productionStore{}, fmt.Errorf("BROKER_REDIS_PREFIX: %w", err)
 	}
-	return productionStore{Store: production.New(vs, rs, log), stopRenewal: stopRenewal}, nil
+	prefix := cfg.RedisPrefix
+	if prefix == "" {
+		prefix = redisstore.DefaultPrefix
+	}
+	fleet, err := fleetsync.New(fleetsync.Options{Client: rc, Prefix: prefix, Logger: log, Now: now})
+	if err != nil {
+		_ = rs.Close()
+		stopRenewal()
+		return productionStore{}, err
+	}
+	return productionStore{Store: production.New(vs, rs, log), stopRenewal: stopRenewal, fleet: fleet}, nil
 }
 
 // redisOptions maps the configuration to one of go-redis's three modes. With

@@ -53,9 +53,13 @@ type Options struct {
 	// ExpirySweep is how often connections are checked for a refresh
 	// token entering the warning window; default one hour.
 	ExpirySweep time.Duration
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
-	Now         func() time.Time
+	// Fleet confirms changes fleet-wide (nil: one replica).
+	Fleet FleetAcks
+	// FleetAckTimeout bounds the wait for it; default DefaultFleetAckTimeout.
+	FleetAckTimeout time.Duration
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+	Now             func() time.Time
 }
 
 func (o *Options) validate() error {
@@ -107,6 +111,9 @@ type Broker struct {
 	cache         *cache
 	sched         *schedule
 	pending       *pending
+	fleet         FleetAcks
+	ackTimeout    time.Duration
+	ackMetrics    *ackMetrics
 
 	clientsMu sync.Mutex
 	clients   map[Key]ClientCredentials // last client read per account and vendor
@@ -141,6 +148,11 @@ func New(o Options) (*Broker, error) {
 		pending:       newPending(),
 		misses:        make(map[Key]time.Time),
 		clients:       make(map[Key]ClientCredentials),
+		fleet:         o.Fleet,
+		ackTimeout:    o.FleetAckTimeout,
+	}
+	if b.ackTimeout <= 0 {
+		b.ackTimeout = DefaultFleetAckTimeout
 	}
 	for _, v := range o.Vendors {
 		if _, dup := b.vendors[v.Name()]; dup {
@@ -203,6 +215,9 @@ func New(o Options) (*Broker, error) {
 		return nil, err
 	}
 	b.metrics = m
+	if b.ackMetrics, err = newAckMetrics(reg); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 

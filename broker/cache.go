@@ -150,12 +150,6 @@ func (b *Broker) stored(ctx context.Context, conn Connection) {
 	b.publish(ctx, Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot})
 }
 
-// deleted is called after this replica deletes version of a connection.
-func (b *Broker) deleted(ctx context.Context, k Key, version uint64) {
-	b.uncache(k, version)
-	b.publish(ctx, Change{Key: k, Version: version, Deleted: true})
-}
-
 func (b *Broker) uncache(k Key, version uint64) {
 	b.cache.remove(k, version, b.now(), func() { b.sched.schedule(k, time.Time{}) })
 }
@@ -236,6 +230,7 @@ func (b *Broker) follow(ctx context.Context, changes <-chan Change) {
 	for {
 		for ch := range changes {
 			b.apply1(ctx, ch)
+			b.acknowledge(ctx, ch)
 		}
 		if ctx.Err() != nil {
 			return

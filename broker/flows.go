@@ -321,7 +321,7 @@ func (b *Broker) apply(ctx context.Context, key Key, st OAuthState, inst Instanc
 		if err != nil {
 			return "", storeError(err)
 		}
-		b.stored(ctx, saved)
+		b.storedEverywhere(ctx, saved)
 		var prev *Connection
 		if exists {
 			prev = &cur

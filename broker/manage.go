@@ -87,7 +87,7 @@ func (b *Broker) remove(ctx context.Context, v Vendor, c Connection) error {
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return storeError(err)
 	}
-	b.deleted(ctx, c.Key, c.Version)
+	b.deletedEverywhere(ctx, c.Key, c.Version)
 	b.changed(ctx, &c, nil, "")
 	return nil
 }

@@ -35,6 +35,9 @@ func (b *Broker) Start(ctx context.Context) (*Runner, error) {
 	r.wg.Go(func() { b.follow(ctx, changes) })
 	r.wg.Go(func() { b.runRefresher(ctx) })
 	r.wg.Go(func() { b.flushPending(ctx) })
+	if b.fleet != nil {
+		r.wg.Go(func() { b.fleet.Run(ctx, b.reload) })
+	}
 	if b.events != nil {
 		r.wg.Go(func() { b.runExpirySweep(ctx) })
 	}

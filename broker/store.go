@@ -76,6 +76,9 @@ type Change struct {
 	Key     Key    `json:"key"`
 	Version uint64 `json:"version"`
 	Deleted bool   `json:"deleted,omitempty"`
+	// Ack, when set, asks every replica to acknowledge the change once
+	// applied (FleetAcks): the writer waits for it.
+	Ack string `json:"ack,omitempty"`
 	// Conn is the connection as written, when the writer has it, so that
 	// other replicas can swap it in at once instead of reading the store.
 	// It holds tokens: a Notifier that crosses the network must seal it

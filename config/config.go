@@ -73,6 +73,7 @@ type Config struct {
 
 	StoreTimeout            time.Duration
 	RetryAfterMax           time.Duration
+	FleetAckTimeout         time.Duration
 	VendorTimeout           time.Duration
 	AllowInsecureVendorURLs bool
 	RefreshMargin           time.Duration

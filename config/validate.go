@@ -79,6 +79,9 @@ func (c *Config) Validate() error {
 	if err := checkPositive("BROKER_RETRY_AFTER_MAX", c.RetryAfterMax); err != nil {
 		return err
 	}
+	if err := checkPositive("BROKER_FLEET_ACK_TIMEOUT", c.FleetAckTimeout); err != nil {
+		return err
+	}
 	if err := checkPositive("BROKER_REFRESH_MARGIN", c.RefreshMargin); err != nil {
 		return err
 	}

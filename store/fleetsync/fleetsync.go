@@ -130,7 +130,7 @@ func (f *Fleet) beat(ctx context.Context, joined bool) (bool, error) {
 // rejoin must bring the replica's state up to date from the source of truth
 // first; only when it succeeds does the replica join again.
 func (f *Fleet) Run(ctx context.Context, rejoin func(context.Context) error) {
-	joined := false
+	joined, failing := false, false
 	t := time.NewTicker(f.heartbeat)
 	defer t.Stop()
 	for {
@@ -139,11 +139,12 @@ func (f *Fleet) Run(ctx context.Context, rejoin func(context.Context) error) {
 		cancel()
 		switch {
 		case err != nil:
-			if ctx.Err() == nil {
-				f.log.Warn("fleet heartbeat failed", "err", err)
+			if ctx.Err() == nil && !failing { // once per outage, not twice a second
+				f.log.Warn("fleet heartbeat failed; retrying", "err", err)
 			}
+			failing = true
 		case ok:
-			joined = true
+			joined, failing = true, false
 		default:
 			f.log.Warn("this replica was dropped from the fleet (missed an acknowledgement, or Redis was unreachable); reloading before joining again")
 			if err := rejoin(ctx); err != nil {
