@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
@@ -112,4 +113,56 @@ func metricValue(text, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestChangeUserWithAStalledReplica is the rule for a replica that misses
+// the acknowledgement bound (defect 6 of issue 9): a replica frozen
+// (SIGSTOP) during a changeUser makes the callback wait the bound
+// (BROKER_FLEET_ACK_TIMEOUT, 1 s) and no longer; the replicas that
+// acknowledged use the new token at once; the frozen one, once it runs
+// again, is out of the fleet, reloads, and serves the new token after one
+// heartbeat.
+func TestChangeUserWithAStalledReplica(t *testing.T) {
+	f := testenv.StartFleet(t, brokerBin, 3, func(o *vendorsim.Options) { o.RequestLogSize = 10000 }, nil)
+	admin := f.Token(acme, "admin", "admin")
+	a, b, c := f.Replicas[0], f.Replicas[1], f.Replicas[2]
+	path := "/proxy/servicenow/api/now/table/incident?sysparm_limit=1"
+	f.Connect(a, admin, "servicenow", "instanceUrl="+f.Sim.ServiceNowURL("acme"), "alice", broker.ResultConnected)
+	for _, r := range f.Replicas {
+		if res := f.Do("GET", r.URL+path, admin); res.Status != http.StatusOK {
+			t.Fatalf("warm-up on %s: %d %s", r.URL, res.Status, res.Body)
+		}
+	}
+	if err := c.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	f.Connect(a, admin, "servicenow", "action=changeUser", "bob", broker.ResultUserChanged)
+	took := time.Since(start)
+	stalled := time.Now()
+	if err := c.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("changeUser with one replica frozen answered in %v", took)
+	if took < time.Second || took > 3*time.Second {
+		t.Errorf("changeUser with a frozen replica took %v, want the 1 s bound plus the round trip", took)
+	}
+	want, err := f.Stored(broker.Key{Account: acme, Vendor: "servicenow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := f.Do("GET", b.URL+path, admin); res.Status != http.StatusOK || f.Sim.LastAPIRequests(1)[0].Bearer != want.Tokens.AccessToken {
+		t.Fatalf("B (acknowledged) after the changeUser: %d, or the previous token", res.Status)
+	}
+	// One heartbeat (500 ms) and a reload after it runs again.
+	time.Sleep(time.Second - time.Since(stalled))
+	if res := f.Do("GET", c.URL+path, admin); res.Status != http.StatusOK || f.Sim.LastAPIRequests(1)[0].Bearer != want.Tokens.AccessToken {
+		t.Fatalf("the frozen replica, a second after it ran again: %d, or the previous token", res.Status)
+	}
+	if m := string(f.Do("GET", a.MetricsURL+"/metrics", "").Body); metricValue(m, "tokenbroker_change_unacked_replicas_total") != 1 {
+		t.Errorf("A's tokenbroker_change_unacked_replicas_total is not 1")
+	}
+	if !strings.Contains(c.Logs(), "dropped from the fleet") {
+		t.Errorf("the frozen replica did not log that it was dropped and reloaded")
+	}
 }
