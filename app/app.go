@@ -64,6 +64,8 @@ type App struct {
 	runner    *broker.Runner
 	webhooks  *webhook.Service
 	stopHooks func()
+	// stopBudget ends the account budgets' background work.
+	stopBudget func()
 
 	routes       gin.RoutesInfo
 	api, ops     *http.Server
@@ -190,9 +192,13 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if err != nil {
 		return nil, err
 	}
+	var accounts proxy.Budget
+	if accounts, a.stopBudget, err = accountBudget(cfg, a.reg, log, now); err != nil {
+		return nil, err
+	}
 	px, err := proxy.New(proxy.Options{
 		Tokens: a.broker, Caller: accountOf, Authorize: authorize, Vendors: policies, Dial: dial.DialContext,
-		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Logger: log, Registerer: a.reg, Now: now,
+		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Budget: accounts, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
 		return nil, err
@@ -495,6 +501,9 @@ func (a *App) close() error {
 	var errs []error
 	if a.verifier != nil {
 		a.verifier.Close()
+	}
+	if a.stopBudget != nil {
+		a.stopBudget()
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())

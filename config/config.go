@@ -86,6 +86,14 @@ type Config struct {
 	ProxyMaxReplayBody      int64 // bytes
 	ProxyMaxReplayMemory    int64 // bytes, all requests together
 
+	// Account budgets: "" is none; see AccountBudgets.
+	ServiceNowAccountBudget      string
+	ServiceNowAccountBudgetBurst int64
+	ConfluenceAccountBudget      string
+	ConfluenceAccountBudgetBurst int64
+	ConfluenceAccountBudgetUnit  string
+	AccountBudgetBatch           int64
+
 	ServiceNowClientID             string
 	ServiceNowClientSecret         Secret
 	ServiceNowAllowedHosts         []string // lower case host patterns

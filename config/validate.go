@@ -50,6 +50,9 @@ func (c *Config) Validate() error {
 	if err := c.validateAuth(); err != nil {
 		return err
 	}
+	if _, err := c.AccountBudgets(); err != nil {
+		return err
+	}
 
 	for _, r := range c.ReturnURLs {
 		if err := checkURL("BROKER_RETURN_URLS", r); err != nil {

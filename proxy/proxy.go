@@ -118,6 +118,9 @@ type Options struct {
 	// to the scheme and host they used otherwise. Optional.
 	PublicURL *url.URL
 	Logger    *slog.Logger
+	// Budget, when set, limits what each account may spend on each vendor;
+	// over budget, calls are answered 429 account_rate_limited locally.
+	Budget Budget
 	// Registerer receives the proxy's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -170,6 +173,7 @@ type Proxy struct {
 	tokens    Tokens
 	caller    func(*gin.Context) (string, bool)
 	authorize func(*gin.Context, Call) error
+	budget    Budget
 	vendors   map[string]*vendor
 	rp        *httputil.ReverseProxy
 	pool      *bufferPool
@@ -206,6 +210,7 @@ func New(o Options) (*Proxy, error) {
 		tokens:    o.Tokens,
 		caller:    o.Caller,
 		authorize: o.Authorize,
+		budget:    o.Budget,
 		vendors:   make(map[string]*vendor, len(o.Vendors)),
 		pool:      newBufferPool(),
 		maxReplay: o.MaxReplayBody,
@@ -391,6 +396,10 @@ func (p *Proxy) Handle(c *gin.Context) {
 	target, err := targetURL(acc.Base, esc, r.URL.RawQuery)
 	if err != nil {
 		p.refuse(c, x, err)
+		return
+	}
+	// Last of the checks: a call refused for any other reason spends nothing.
+	if p.overBudget(c, x, account) {
 		return
 	}
 

@@ -1,0 +1,91 @@
+package config
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/budget"
+)
+
+// maxAccountBudgetBatch bounds BROKER_ACCOUNT_BUDGET_BATCH: a replica holding
+// more than this of one account's budget would starve the others.
+const maxAccountBudgetBatch = 1000
+
+// minPointsBurst is one full-page Confluence read in estimated points
+// (budget.EstimatePoints): a smaller burst could never pass such a read.
+const minPointsBurst = 251
+
+// AccountBudgets returns the per-account budgets by vendor name; a vendor
+// without one is absent. An error names the variable.
+func (c *Config) AccountBudgets() (map[string]budget.Limit, error) {
+	if c.AccountBudgetBatch < 1 || c.AccountBudgetBatch > maxAccountBudgetBatch {
+		return nil, fieldErrorf("BROKER_ACCOUNT_BUDGET_BATCH", "must be 1 to %d, got %d", maxAccountBudgetBatch, c.AccountBudgetBatch)
+	}
+	var unit budget.Unit
+	switch c.ConfluenceAccountBudgetUnit {
+	case "points":
+		unit = budget.Points
+	case "requests":
+		unit = budget.Requests
+	default:
+		return nil, fieldErrorf("BROKER_CONFLUENCE_ACCOUNT_BUDGET_UNIT", "invalid unit %q (want points or requests)", c.ConfluenceAccountBudgetUnit)
+	}
+	out := map[string]budget.Limit{}
+	for _, v := range []struct {
+		name, env, value string
+		burst            int64
+		unit             budget.Unit
+	}{
+		{"servicenow", "BROKER_SERVICENOW_ACCOUNT_BUDGET", c.ServiceNowAccountBudget, c.ServiceNowAccountBudgetBurst, budget.Requests},
+		{"confluence", "BROKER_CONFLUENCE_ACCOUNT_BUDGET", c.ConfluenceAccountBudget, c.ConfluenceAccountBudgetBurst, unit},
+	} {
+		if v.burst < 0 {
+			return nil, fieldErrorf(v.env+"_BURST", "must not be negative, got %d", v.burst)
+		}
+		if v.value == "" {
+			continue
+		}
+		l, err := parseBudget(v.value)
+		if err != nil {
+			return nil, fieldErrorf(v.env, "%q: %s (want <units>/<period>, e.g. 5900/1h)", v.value, err)
+		}
+		l.Unit = v.unit
+		l.Burst = int(v.burst)
+		if l.Burst == 0 {
+			l.Burst = max(l.Rate/10, 1)
+			if l.Unit == budget.Points {
+				l.Burst = max(l.Burst, minPointsBurst)
+			}
+			l.Burst = min(l.Burst, l.Rate)
+		}
+		if l.Burst > l.Rate {
+			return nil, fieldErrorf(v.env+"_BURST", "%d is more than the budget %d itself", l.Burst, l.Rate)
+		}
+		if err := l.Validate(); err != nil {
+			return nil, fieldErrorf(v.env, "%q: %s", v.value, err)
+		}
+		out[v.name] = l
+	}
+	return out, nil
+}
+
+func parseBudget(s string) (budget.Limit, error) {
+	n, p, ok := strings.Cut(s, "/")
+	if !ok {
+		return budget.Limit{}, errString("no /")
+	}
+	rate, err := strconv.Atoi(strings.TrimSpace(n))
+	if err != nil || rate <= 0 || rate > 1e9 {
+		return budget.Limit{}, errString("the units must be a whole number from 1 to 1e9")
+	}
+	period, err := time.ParseDuration(strings.TrimSpace(p))
+	if err != nil || period < time.Second || period > 31*24*time.Hour {
+		return budget.Limit{}, errString("the period must be a duration from 1s to 744h")
+	}
+	return budget.Limit{Rate: rate, Period: period}, nil
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
