@@ -182,6 +182,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 			return status == http.StatusUnauthorized && h.Get("X-Failure-Category") == "FAILURE_CLIENT_SCOPE_CHECK"
 		},
 	}
+	limits, err := newLimiter(ctx, cfg, raw, vendors, log, a.reg, now)
+	if err != nil {
+		return nil, fmt.Errorf("rate limits: %w", err)
+	}
 	// The setting's 0 means "never replay a body" (docs/configuration.md);
 	// proxy.Options reads 0 as its default, and a negative value as never.
 	maxReplay := cfg.ProxyMaxReplayBody
@@ -198,7 +202,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	}
 	px, err := proxy.New(proxy.Options{
 		Tokens: a.broker, Caller: accountOf, Authorize: authorize, Vendors: policies, Dial: dial.DialContext,
-		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Budget: accounts, Logger: log, Registerer: a.reg, Now: now,
+		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Limits: limits, Budget: accounts, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
 		return nil, err

@@ -20,6 +20,7 @@ import (
 // depends on, closed together.
 type productionStore struct {
 	*production.Store
+	redis       *redisstore.Store // its Redis part, for the rate-limit fan-out
 	stopRenewal func()
 	// fleet confirms changes across the replicas sharing this Redis.
 	fleet *fleetsync.Fleet
@@ -77,7 +78,7 @@ func openProduction(ctx context.Context, cfg *config.Config, log *slog.Logger, n
 		stopRenewal()
 		return productionStore{}, err
 	}
-	return productionStore{Store: production.New(vs, rs, log), stopRenewal: stopRenewal, fleet: fleet}, nil
+	return productionStore{Store: production.New(vs, rs, log), redis: rs, stopRenewal: stopRenewal, fleet: fleet}, nil
 }
 
 // redisOptions maps the configuration to one of go-redis's three modes. With

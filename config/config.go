@@ -85,6 +85,10 @@ type Config struct {
 	WebhookAllowPrivateURLs bool
 	ProxyMaxReplayBody      int64 // bytes
 	ProxyMaxReplayMemory    int64 // bytes, all requests together
+	RateLimitMode           string
+	RateLimitMaxWait        time.Duration
+	RateLimitBackoffMax     time.Duration
+	RateLimitShareTimeout   time.Duration
 
 	// Account budgets: "" is none; see AccountBudgets.
 	ServiceNowAccountBudget      string

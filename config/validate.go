@@ -79,6 +79,20 @@ func (c *Config) Validate() error {
 	if err := checkPositive("BROKER_STORE_TIMEOUT", c.StoreTimeout); err != nil {
 		return err
 	}
+	if c.RateLimitMode != "local" && c.RateLimitMode != "passthrough" && c.RateLimitMode != "wait" {
+		return fieldErrorf("BROKER_RATE_LIMIT_MODE", "invalid mode %q (want local, passthrough or wait)", c.RateLimitMode)
+	}
+	for _, d := range []struct {
+		env string
+		d   time.Duration
+	}{{"BROKER_RATE_LIMIT_MAX_WAIT", c.RateLimitMaxWait}, {"BROKER_RATE_LIMIT_BACKOFF_MAX", c.RateLimitBackoffMax}, {"BROKER_RATE_LIMIT_SHARE_TIMEOUT", c.RateLimitShareTimeout}} {
+		if err := checkPositive(d.env, d.d); err != nil {
+			return err
+		}
+	}
+	if c.RateLimitBackoffMax < time.Second {
+		return fieldErrorf("BROKER_RATE_LIMIT_BACKOFF_MAX", "must be at least 1s (the first backoff), got %s", c.RateLimitBackoffMax)
+	}
 	if err := checkPositive("BROKER_RETRY_AFTER_MAX", c.RetryAfterMax); err != nil {
 		return err
 	}

@@ -48,6 +48,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/ratelimit"
 )
 
 // Tokens is what the proxy needs from the broker core.
@@ -121,6 +122,9 @@ type Options struct {
 	// Budget, when set, limits what each account may spend on each vendor;
 	// over budget, calls are answered 429 account_rate_limited locally.
 	Budget Budget
+	// Limits, when set, answers calls inside a vendor's rate-limit window
+	// locally and learns windows from the vendor's answers (proxy/ratelimit.go).
+	Limits Limits
 	// Registerer receives the proxy's metrics; nil leaves them unregistered.
 	Registerer prometheus.Registerer
 	Now        func() time.Time
@@ -184,6 +188,7 @@ type Proxy struct {
 	publicOrigin string
 	log          *slog.Logger
 	now          func() time.Time
+	limits       Limits
 }
 
 type vendor struct {
@@ -217,6 +222,7 @@ func New(o Options) (*Proxy, error) {
 		public:    o.PublicURL,
 		log:       o.Logger,
 		now:       o.Now,
+		limits:    o.Limits,
 	}
 	if p.maxReplay == 0 {
 		p.maxReplay = DefaultMaxReplayBody
@@ -320,6 +326,7 @@ type exchange struct {
 	clientGone bool        // the caller went away before an answer was written
 	refreshErr error       // the refresh after a refusal that could not be retried
 	body       *callerBody // a streamed request body, nil when buffered or absent
+	limit      ratelimit.Target
 }
 
 type exchangeKey struct{}
@@ -396,6 +403,10 @@ func (p *Proxy) Handle(c *gin.Context) {
 	target, err := targetURL(acc.Base, esc, r.URL.RawQuery)
 	if err != nil {
 		p.refuse(c, x, err)
+		return
+	}
+	x.limit = limitTarget(key, acc)
+	if p.limited(c, x, x.limit) {
 		return
 	}
 	// Last of the checks: a call refused for any other reason spends nothing.
@@ -606,6 +617,11 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	x := exchangeOf(res.Request.Context())
 	if x == nil {
 		return nil
+	}
+	if p.limits != nil {
+		// Before the answer's headers go out: a new window reaches every
+		// replica before this caller can call again.
+		p.limits.Observe(res.Request.Context(), x.limit, res.StatusCode, res.Header)
 	}
 	if !x.retrying && x.v.refused(res.StatusCode, res.Header, x.access.Expiry, p.now()) {
 		if x.replayable {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Fault kinds for the token endpoints. They apply to refresh_token grants
@@ -85,22 +87,28 @@ type Fault struct {
 	Delay      time.Duration // timeout (0 = 30s), api_latency (0 = 1s), lost_response; other token faults wait Delay before answering
 	// Grant selects the token grant: "" or "refresh_token", "authorization_code", "any".
 	Grant string
+	// Headers, when not nil, are the exact headers of an api_rate_limited
+	// or rate_limited answer instead of the generated ones: hostile values
+	// ("Retry-After: -1", a far date), Atlassian's RateLimit-* headers, or
+	// none at all (an empty map: ServiceNow's concurrency 429).
+	Headers map[string]string
 }
 
 type faultJSON struct {
-	Vendor     string          `json:"vendor,omitempty"`
-	Instance   string          `json:"instance,omitempty"`
-	Kind       string          `json:"kind"`
-	Count      int             `json:"count,omitempty"`
-	RetryAfter int             `json:"retryAfter,omitempty"`
-	Delay      json.RawMessage `json:"delay,omitempty"`
-	Grant      string          `json:"grant,omitempty"`
+	Vendor     string            `json:"vendor,omitempty"`
+	Instance   string            `json:"instance,omitempty"`
+	Kind       string            `json:"kind"`
+	Count      int               `json:"count,omitempty"`
+	RetryAfter int               `json:"retryAfter,omitempty"`
+	Delay      json.RawMessage   `json:"delay,omitempty"`
+	Grant      string            `json:"grant,omitempty"`
+	Headers    map[string]string `json:"headers,omitempty"`
 }
 
 // MarshalJSON writes Delay as a Go duration string ("1.5s").
 func (f Fault) MarshalJSON() ([]byte, error) {
 	j := faultJSON{Vendor: f.Vendor, Instance: f.Instance, Kind: f.Kind, Count: f.Count,
-		RetryAfter: f.RetryAfter, Grant: f.Grant}
+		RetryAfter: f.RetryAfter, Grant: f.Grant, Headers: f.Headers}
 	if f.Delay != 0 {
 		j.Delay, _ = json.Marshal(f.Delay.String())
 	}
@@ -115,7 +123,7 @@ func (f *Fault) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*f = Fault{Vendor: j.Vendor, Instance: j.Instance, Kind: j.Kind, Count: j.Count,
-		RetryAfter: j.RetryAfter, Grant: j.Grant}
+		RetryAfter: j.RetryAfter, Grant: j.Grant, Headers: j.Headers}
 	if len(j.Delay) == 0 || string(j.Delay) == "null" {
 		return nil
 	}
@@ -175,6 +183,14 @@ func (f Fault) normalise() (Fault, error) {
 		return f, fmt.Errorf("vendorsim: fault: %s is an Atlassian gateway answer", f.Kind)
 	case !tokenKind(f.Kind) && !apiKind(f.Kind):
 		return f, fmt.Errorf("vendorsim: fault: unknown kind %q", f.Kind)
+	}
+	if f.Headers != nil && f.Kind != KindAPIRateLimited && f.Kind != KindRateLimited {
+		return f, fmt.Errorf("vendorsim: fault: headers apply to rate_limited and api_rate_limited only")
+	}
+	for k, v := range f.Headers {
+		if !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v) {
+			return f, fmt.Errorf("vendorsim: fault: header %q is not a valid field", k)
+		}
 	}
 	if f.Count < 0 || f.RetryAfter < 0 || f.Delay < 0 {
 		return f, fmt.Errorf("vendorsim: fault: negative count, retryAfter or delay")
@@ -366,6 +382,13 @@ func (s *Sim) tokenFaultAnswer(f Fault) answer {
 // rateLimitHeader gives each vendor its own headers: ServiceNow an epoch
 // reset and the rule name, Atlassian an ISO 8601 reset and a reason.
 func (s *Sim) rateLimitHeader(f Fault) http.Header {
+	if f.Headers != nil {
+		h := http.Header{}
+		for k, v := range f.Headers {
+			h.Set(k, v)
+		}
+		return h
+	}
 	reset := s.now().Add(time.Duration(f.RetryAfter) * time.Second).UTC()
 	h := http.Header{"Retry-After": {strconv.Itoa(f.RetryAfter)}, "X-Ratelimit-Limit": {"100"}}
 	if f.Vendor == VendorServiceNow {
