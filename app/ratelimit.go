@@ -47,7 +47,7 @@ func newLimiter(ctx context.Context, cfg *config.Config, raw broker.Store, vendo
 	if production && lim.Mode() != ratelimit.ModePassthrough {
 		// The subscription lives as long as the store (Close ends it), not
 		// as long as the start-up context.
-		if fleet.f, err = ps.redis.Fanout(context.WithoutCancel(ctx), fanoutTopic, lim.Receive); err != nil {
+		if fleet.f, err = ps.redis.Fanout(context.WithoutCancel(ctx), fanoutTopic, ps.fleet, lim.Receive); err != nil {
 			return nil, err
 		}
 	}
