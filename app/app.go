@@ -213,7 +213,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		Caller:       callerOf,
 		Proxy:        px.Handle,
 		Webhooks:     a.webhooks,
-		Admin:        console.Handler(),
+		FlowBinding: httpapi.FlowBinding{
+			Off: cfg.OAuthFlowBinding == "none", Secure: public.Scheme == "https", MaxAge: cfg.StateTTL,
+		},
+		Admin: console.Handler(),
 		// proxy.Recovery, not gin's: gin's swallows http.ErrAbortHandler,
 		// which must reach net/http to cut a broken stream.
 		Middleware: []gin.HandlerFunc{proxy.Recovery(log), httpapi.RequestLog(log, callerOf)},

@@ -166,4 +166,8 @@ type OAuthState struct {
 	TokenURL  string    `json:"tokenUrl"`
 	ReturnTo  string    `json:"returnTo,omitempty"`
 	ExpiresAt time.Time `json:"expiresAt"`
+	// Binding is the SHA-256 (hex) of the flow cookie of the browser that
+	// started the flow; the callback must present the same cookie. Empty
+	// when binding is off (BROKER_OAUTH_FLOW_BINDING=none).
+	Binding string `json:"binding,omitempty"`
 }

@@ -32,7 +32,10 @@ const (
 	CodeClientNotConfigured Code = "client_not_configured"
 	CodeStoreUnavailable    Code = "store_unavailable"
 	CodeTooManyFlows        Code = "too_many_flows" // a caller's OAuth flows in progress are at the limit
-	CodeInternal            Code = "internal"
+	// CodeFlowNotBound: the callback came from another browser than the one
+	// that started the flow (no or another flow cookie): consent phishing.
+	CodeFlowNotBound Code = "flow_not_bound"
+	CodeInternal     Code = "internal"
 )
 
 // Error is an error a caller of the API may see. Message never holds a secret.
@@ -74,7 +77,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusBadRequest
 	case CodeUnauthorized, CodeInvalidClaims:
 		return http.StatusUnauthorized
-	case CodeForbidden:
+	case CodeForbidden, CodeFlowNotBound:
 		return http.StatusForbidden
 	case CodeUnknownVendor, CodeNotFound:
 		return http.StatusNotFound

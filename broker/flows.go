@@ -2,6 +2,9 @@ package broker
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"time"
 
@@ -15,6 +18,16 @@ type AuthURLRequest struct {
 	InstanceURL string // ServiceNow's first connect
 	Site        string // Confluence: cloudId or site URL, when the user reaches several
 	ReturnTo    string
+	// Binding is the hash of the starting browser's flow cookie (see
+	// BindingOf); "" starts an unbound flow.
+	Binding string
+}
+
+// BindingOf is what a flow state keeps of a browser's flow cookie: its
+// SHA-256, so that a read of the store does not yield a usable cookie.
+func BindingOf(cookie string) string {
+	sum := sha256.Sum256([]byte(cookie))
+	return hex.EncodeToString(sum[:])
 }
 
 func parseFlowAction(r AuthURLRequest) (Flow, Action, error) {
@@ -65,7 +78,7 @@ func (b *Broker) AuthURL(ctx context.Context, caller Caller, vendorName string, 
 
 	st := OAuthState{
 		Account: caller.Account, Vendor: v.Name(), Flow: flow, Action: action,
-		Subject: caller.Subject, ReturnTo: r.ReturnTo,
+		Subject: caller.Subject, ReturnTo: r.ReturnTo, Binding: r.Binding,
 	}
 	switch {
 	case flow == FlowUser:
@@ -164,6 +177,9 @@ type CallbackRequest struct {
 	State            string
 	Error            string
 	ErrorDescription string
+	// Binding is the hash (BindingOf) of the flow cookie the browser sent
+	// to the callback; "" when it sent none.
+	Binding string
 }
 
 // Result values of a successful callback.
@@ -212,6 +228,15 @@ func (b *Broker) Callback(ctx context.Context, vendorName string, r CallbackRequ
 		return res, newError(CodeInvalidState, nil, "state has expired")
 	}
 	res.Flow, res.Action, res.ReturnTo = st.Flow, st.Action, st.ReturnTo
+	// Checked before the vendor's own answer: a flow completed in another
+	// browser is refused whatever the vendor said, and the state, taken
+	// above, cannot be tried again.
+	if st.Binding != "" && subtle.ConstantTimeCompare([]byte(st.Binding), []byte(r.Binding)) != 1 {
+		b.log.WarnContext(ctx, "oauth callback from another browser refused", "account", st.Account,
+			"vendor", v.Name(), "flow", string(st.Flow), "action", actionLabel(st.Action), "cookie", r.Binding != "")
+		return res, newError(CodeFlowNotBound, nil,
+			"this authorization was started in another browser; nothing was changed: start it again from the browser that will approve it")
+	}
 	if r.Error != "" {
 		return res, newError(CodeAccessDenied, nil, "the vendor did not grant access (%s)", safeVendorCode(r.Error))
 	}

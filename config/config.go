@@ -46,6 +46,9 @@ type Config struct {
 	// (package callerpolicy); it replaces the default policy.
 	ProxyPolicyFile string
 	StateTTL        time.Duration
+	// OAuthFlowBinding is "cookie" (flows bound to the starting browser) or
+	// "none".
+	OAuthFlowBinding string
 	// MaxPendingFlows bounds the OAuth flows one caller has in progress.
 	MaxPendingFlows int64
 

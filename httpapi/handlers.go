@@ -12,8 +12,9 @@ import (
 
 // handlers are thin: parse, call the core, write the answer or the error.
 type handlers struct {
-	b      *broker.Broker
-	caller func(c *gin.Context) (broker.Caller, bool)
+	b       *broker.Broker
+	caller  func(c *gin.Context) (broker.Caller, bool)
+	binding FlowBinding
 }
 
 func (h *handlers) mustCaller(c *gin.Context) (broker.Caller, bool) {
@@ -102,8 +103,10 @@ func (h *handlers) authURL(c *gin.Context) {
 		InstanceURL: c.Query("instanceUrl"),
 		Site:        c.Query("site"),
 		ReturnTo:    c.Query("returnTo"),
+		Binding:     h.binding.start(c),
 	})
 	if err != nil {
+		// The cookie is harmless without a flow; a later start reuses it.
 		writeError(c, err)
 		return
 	}
@@ -117,6 +120,7 @@ func (h *handlers) callback(c *gin.Context) {
 		State:            c.Query("state"),
 		Error:            c.Query("error"),
 		ErrorDescription: c.Query("error_description"),
+		Binding:          h.binding.presented(c),
 	})
 	c.Header("Cache-Control", "no-store")
 	// The code and state are in this URL: keep them out of any Referer.

@@ -34,6 +34,8 @@ type Options struct {
 	Webhooks *webhook.Service
 	// Proxy handles /proxy/:vendor/*path; nil leaves the route out.
 	Proxy gin.HandlerFunc
+	// FlowBinding binds OAuth flows to the browser that starts them.
+	FlowBinding FlowBinding
 	// Admin serves the console under /admin/; nil leaves it out.
 	Admin http.Handler
 	// Middleware runs first on every route (recovery, request ids, logging).
@@ -46,7 +48,7 @@ func New(o Options) (*gin.Engine, error) {
 	if o.Broker == nil || o.Authenticate == nil || o.Caller == nil {
 		return nil, errors.New("httpapi: Broker, Authenticate and Caller are required")
 	}
-	h := &handlers{b: o.Broker, caller: o.Caller}
+	h := &handlers{b: o.Broker, caller: o.Caller, binding: o.FlowBinding}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = false

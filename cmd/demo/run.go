@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
@@ -93,7 +94,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer brk.Stop()
 
-	d := &demo{out: out, hc: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirect},
+	// The demo's client keeps cookies like the admin's browser: the OAuth
+	// URL answer's flow cookie must come back with the callback.
+	jar, _ := cookiejar.New(nil) // never fails without options
+	d := &demo{out: out, hc: &http.Client{Timeout: 30 * time.Second, CheckRedirect: noRedirect, Jar: jar},
 		broker: public, control: urls.Control, sn: urls.ServiceNow["acme"]}
 	if d.admin, err = mint(ctx, *brokerBin, env, "acme-corp", "admin@acme", "admin"); err != nil {
 		return err

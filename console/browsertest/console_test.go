@@ -42,9 +42,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	cf := broker.Key{Account: account, Vendor: "confluence"}
 	snCard, cfCard := `#integrations article[data-vendor="servicenow"]`, `#integrations article[data-vendor="confluence"]`
 
-	// 1. The demo hands the token over in the fragment; the page keeps it
-	// in sessionStorage and removes it from the address bar.
+	// 1. The demo hands the token over in the fragment; the page removes it
+	// from the address bar and offers it, saying whose it is, but uses it
+	// only once accepted (a link must not sign an admin in to someone
+	// else's account); then it keeps it in sessionStorage.
 	b.do("open the console", chromedp.Navigate(env.URL+"/admin/#token="+env.Admin(account)))
+	b.do("the token is offered", chromedp.WaitVisible(chromedp.CSS(`#token-offer [data-action="accept-token"]`)))
+	b.wantText(`#token-offer [data-field="offer-account"]`, account)
+	if b.eval(`String(sessionStorage.length > 0 || !document.querySelector("#vendors").hidden)`) == "true" {
+		t.Fatal("the console adopted the link's token before it was accepted")
+	}
+	b.do("accept the offered token", chromedp.Click(chromedp.CSS(`#token-offer [data-action="accept-token"]`)))
 	b.waitFor("both vendors listed, not connected",
 		`document.querySelector('`+snCard+`[data-integrated="false"]') !== null &&
 		 document.querySelector('`+cfCard+`[data-integrated="false"]') !== null`)

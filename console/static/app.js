@@ -56,6 +56,7 @@ const ERROR_TEXT = {
   access_denied: (v) => `${v} was not changed: access was not granted at the vendor.`,
   user_mismatch: (v) => `${v} was not changed: reconnect was approved by a different user. Use Change User to switch users.`,
   invalid_state: () => "That authorization had expired or was already used. Nothing was changed; please start again.",
+  flow_not_bound: () => "That authorization was started in another browser, so nothing was changed. If you did not start it, someone may have tried to get access to your vendor account. Otherwise start again from this browser.",
   exchange_failed: (v) => `${v} refused the authorization. Nothing was changed; please try again.`,
   vendor_unavailable: (v) => `${v} could not be reached. Nothing was changed; try again in a moment.`,
   not_connected: (v) => `${v} is not connected (it may have been disconnected meanwhile).`,
@@ -154,7 +155,10 @@ async function api(method, path) {
       method,
       headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
       cache: "no-store",
-      credentials: "omit",
+      // The API authenticates by the bearer token alone; the one cookie it
+      // sets is the OAuth flow cookie, which the OAuth URL answer must be
+      // able to store, so that the callback in this browser is accepted.
+      credentials: "same-origin",
       redirect: "error",
     });
   } catch {
@@ -445,16 +449,52 @@ function tokenRefused() {
   showSession();
 }
 
-// takeFragmentToken accepts a token handed over as #token=… once (the demo
-// does this) and removes it from the address bar and the history entry.
+// takeFragmentToken takes a token handed over as #token=… (the demo does
+// this) out of the address bar and the history entry, and offers it: it is
+// used only when the person clicks to accept it, after reading whose it is.
+// Adopting it silently would let anyone send an admin a link that signs the
+// console in to the sender's account, where the admin's next Connect would
+// hand the sender the admin's vendor account.
 function takeFragmentToken() {
   if (!location.hash.startsWith("#")) return;
   const params = new URLSearchParams(location.hash.slice(1));
   const t = params.get("token");
   if (t === null) return;
   history.replaceState(history.state, "", location.pathname + location.search);
-  if (looksLikeJWT(t.trim())) setToken(t.trim());
-  else showMessage("The token in the link is not a JWT; paste one below.", "error");
+  if (!looksLikeJWT(t.trim())) {
+    showMessage("The token in the link is not a JWT; paste one below.", "error");
+    return;
+  }
+  offerToken(t.trim());
+}
+
+function offerToken(t) {
+  const c = claims(t);
+  const offer = $("token-offer");
+  const accept = el("button", { type: "button", class: "button primary", "data-action": "accept-token" }, "Use this token");
+  const dismiss = el("button", { type: "button", class: "button secondary", "data-action": "dismiss-token" }, "Dismiss");
+  offer.replaceChildren(
+    el("p", {}, "The link you opened carries a token for account ",
+      el("strong", { "data-field": "offer-account" }, String(c.account ?? "?")), " as ",
+      el("strong", { "data-field": "offer-sub" }, String(c.sub ?? "?")), "."),
+    el("p", {}, "Use it only if you asked for this link: a token from someone else would make your changes, and your vendor approvals, in their account."),
+    el("div", { class: "actions" }, accept, dismiss),
+  );
+  accept.addEventListener("click", () => {
+    offer.hidden = true;
+    offer.replaceChildren();
+    setToken(t);
+    clearMessage();
+    showSession();
+    load();
+  });
+  dismiss.addEventListener("click", () => {
+    offer.hidden = true;
+    offer.replaceChildren();
+    showSession();
+  });
+  offer.hidden = false;
+  accept.focus();
 }
 
 // takeCallbackResult shows the OAuth callback's outcome

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"slices"
 	"strings"
@@ -79,7 +80,7 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 
 	gin.SetMode(gin.ReleaseMode) // gin's debug mode prints every route
 	e := &Broker{t: t, Sim: sim, Secret: newSecret(), DataDir: t.TempDir(), Logs: &supervise.LogBuffer{}, consoleReturn: s.consoleReturn,
-		HTTP: &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirect}}
+		HTTP: browserClient()}
 	b := ProductionBackends()
 	// One Redis and one Vault serve the whole test package; a random
 	// prefix per broker keeps tests apart.
@@ -98,6 +99,14 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 }
 
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// browserClient is the client a test's calls share: like one browser, it
+// keeps cookies (the OAuth flow cookie binds a flow to whoever started it),
+// and it does not follow redirects, so tests see them.
+func browserClient() *http.Client {
+	jar, _ := cookiejar.New(nil) // never fails without options
+	return &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirect, Jar: jar}
+}
 
 // The public URL must name the real port, which is only known after the
 // listener is up; so the first start binds, and the broker is restarted on

@@ -38,7 +38,7 @@ type Fleet struct {
 func StartFleet(t testing.TB, bin string, n int, simOpts func(*vendorsim.Options), env map[string]string) *Fleet {
 	t.Helper()
 	f := &Fleet{t: t, Bin: bin, Redis: StartRedis(t), Vault: StartVault(t), Secret: newSecret(),
-		HTTP: &http.Client{Timeout: 60 * time.Second, CheckRedirect: noRedirect}}
+		HTTP: browserClient()}
 	f.Sim = startSim(t, simOpts)
 	f.Env = brokerEnv(f.Sim, f.Secret, &Backends{RedisAddr: f.Redis.Addr, VaultAddr: f.Vault.Addr, VaultToken: f.Vault.Token}, "")
 	f.Env["BROKER_LOG_LEVEL"] = "info"

@@ -1,0 +1,77 @@
+package httpapi
+
+import (
+	"crypto/rand"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+)
+
+// FlowBinding binds an OAuth flow to the browser that started it: the OAuth
+// URL answer sets a random per-browser cookie, the flow's state keeps its
+// hash, and the callback refuses a browser that does not present it. Someone
+// who gets a victim to approve an authorize URL they started (consent
+// phishing) then gets flow_not_bound instead of the victim's vendor account.
+type FlowBinding struct {
+	// Off starts unbound flows (BROKER_OAUTH_FLOW_BINDING=none), for admin
+	// UIs that start flows from a backend, whose answer never reaches the
+	// approving browser.
+	Off bool
+	// Secure names the cookie __Host-tokenbroker-flow with the Secure
+	// attribute, as an https BROKER_PUBLIC_URL allows. Over plain http
+	// (local development, tests) browsers drop Secure cookies, so the cookie
+	// is tokenbroker-flow, without the prefix's guarantees.
+	Secure bool
+	// MaxAge is the OAuth state's lifetime: the cookie outlives no flow.
+	MaxAge time.Duration
+}
+
+const (
+	flowCookieSecure   = "__Host-tokenbroker-flow"
+	flowCookieInsecure = "tokenbroker-flow"
+)
+
+func (f FlowBinding) name() string {
+	if f.Secure {
+		return flowCookieSecure
+	}
+	return flowCookieInsecure
+}
+
+// start returns the binding of the flow being started, setting the cookie
+// on c's answer. A browser that has a well-formed cookie keeps it, so flows
+// started in several tabs stay valid together.
+func (f FlowBinding) start(c *gin.Context) string {
+	if f.Off {
+		return ""
+	}
+	v, err := c.Cookie(f.name())
+	if err != nil || !wellFormedFlowCookie(v) {
+		v = rand.Text()
+	}
+	http.SetCookie(c.Writer, &http.Cookie{
+		Name: f.name(), Value: v, Path: "/", MaxAge: int(f.MaxAge / time.Second),
+		Secure: f.Secure, HttpOnly: true, SameSite: http.SameSiteLaxMode,
+	})
+	return broker.BindingOf(v)
+}
+
+// presented is the binding of the cookie the callback's browser sent, ""
+// when none. SameSite=Lax lets it come with the vendor's top-level redirect.
+func (f FlowBinding) presented(c *gin.Context) string {
+	v, err := c.Cookie(f.name())
+	if err != nil || !wellFormedFlowCookie(v) {
+		return ""
+	}
+	return broker.BindingOf(v)
+}
+
+// wellFormedFlowCookie accepts what rand.Text makes: 26 characters of the
+// standard base32 alphabet.
+func wellFormedFlowCookie(v string) bool {
+	return len(v) == 26 && strings.Trim(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") == ""
+}
