@@ -197,7 +197,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		return nil, err
 	}
 	var accounts proxy.Budget
-	if accounts, a.stopBudget, err = accountBudget(cfg, a.reg, log, now); err != nil {
+	if accounts, a.stopBudget, err = accountBudget(cfg, slices.Sorted(maps.Keys(policies)), a.reg, log, now); err != nil {
 		return nil, err
 	}
 	px, err := proxy.New(proxy.Options{

@@ -16,15 +16,19 @@ import (
 // accountBudget builds the per-account budgets (BROKER_*_ACCOUNT_BUDGET):
 // nil when none is set; in memory on the embedded store; fleet-wide through
 // Redis on the production store. Its Redis client is its own, so that the
-// budget's traffic never queues behind the store's. stop ends it.
-func accountBudget(cfg *config.Config, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (b proxy.Budget, stop func(), err error) {
+// budget's traffic never queues behind the store's. The metrics are there
+// either way (zeros without a budget). stop ends it.
+func accountBudget(cfg *config.Config, vendors []string, reg prometheus.Registerer, log *slog.Logger, now func() time.Time) (b proxy.Budget, stop func(), err error) {
 	limits, err := cfg.AccountBudgets()
-	if err != nil || len(limits) == 0 {
-		return nil, func() {}, err
-	}
-	m, err := budget.NewMetrics(reg)
 	if err != nil {
 		return nil, nil, err
+	}
+	m, err := budget.NewMetrics(reg, vendors...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(limits) == 0 {
+		return nil, func() {}, nil
 	}
 	if !cfg.Production() {
 		return budget.NewLocal(limits, m, now), func() {}, nil

@@ -25,8 +25,10 @@ const (
 	resultError   = "error"   // Redis did not answer: the replica falls back to Local
 )
 
-// NewMetrics registers the budget metrics with reg (nil: unregistered).
-func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+// NewMetrics registers the budget metrics with reg (nil: unregistered), with
+// every series of vendors created at zero, so that dashboards show zeros
+// rather than gaps, budgets set or not.
+func NewMetrics(reg prometheus.Registerer, vendors ...string) (*Metrics, error) {
 	vec := func(name, help string, labels ...string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
 	}
@@ -41,6 +43,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			"Background reservations of budget from Redis, by result (granted, partial, denied, error).", "vendor", "result"),
 		expired: vec("tokenbroker_account_budget_expired_units_total",
 			"Reserved budget units that expired unused on this replica: the price of batching.", "vendor"),
+	}
+	for _, v := range vendors {
+		m.spent.WithLabelValues(v)
+		m.refused.WithLabelValues(v)
+		m.reserved.WithLabelValues(v)
+		m.expired.WithLabelValues(v)
+		for _, r := range []string{resultGranted, resultPartial, resultDenied, resultError} {
+			m.reservations.WithLabelValues(v, r)
+		}
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.spent, m.refused, m.reserved, m.reservations, m.expired} {

@@ -58,6 +58,8 @@ var dashboardMetrics = []string{
 	"tokenbroker_refresh_lease_contention_total",            // lease contention
 	"tokenbroker_store_up",                                  // store reachability
 	"tokenbroker_build_info",                                // versions in a rollout
+	"tokenbroker_account_budget_spent_total",                // per-account budget use
+	"tokenbroker_account_budget_refused_total",              // calls refused over budget
 	"go_gc_gomemlimit_bytes", "go_sched_gomaxprocs_threads", // runtime sizing
 }
 
