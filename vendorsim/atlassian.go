@@ -395,6 +395,7 @@ func (s *Sim) atlScopeMismatch(w http.ResponseWriter, cloud string) {
 }
 
 func (s *Sim) atlAPIFault(w http.ResponseWriter, f Fault, cloud string, confluence bool) {
+	w.Header().Set(HeaderFault, f.Kind)
 	switch f.Kind {
 	case KindAPIRateLimited:
 		a := rawJSON(http.StatusTooManyRequests, `{"code":429,"message":"Rate limit exceeded"}`)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -62,6 +63,9 @@ type Counters struct {
 	// RefreshReuse and FamilyRevocations are Atlassian's rotation accounting.
 	RefreshReuse      ReuseCounters `json:"refreshReuse"`
 	FamilyRevocations int64         `json:"familyRevocations"`
+	// FaultsServed counts the scripted faults calls took, by kind (slow and
+	// api_latency included): what the simulator failed or slowed on purpose.
+	FaultsServed map[string]int64 `json:"faultsServed"`
 }
 
 // APIRequest is an API request as the simulator received it.
@@ -81,6 +85,7 @@ func (s *Sim) Counters() Counters {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.counters
+	c.FaultsServed = maps.Clone(s.counters.FaultsServed)
 	c.Instances = make(map[string]VendorCounters, len(s.snCount))
 	for name, vc := range s.snCount {
 		c.Instances[name] = *vc

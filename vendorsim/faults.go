@@ -282,6 +282,10 @@ func (s *Sim) takeFault(match func(Fault) bool) (Fault, bool) {
 		if !match(q.f) {
 			continue
 		}
+		if s.counters.FaultsServed == nil {
+			s.counters.FaultsServed = map[string]int64{}
+		}
+		s.counters.FaultsServed[q.f.Kind]++
 		if q.left > 0 {
 			q.left--
 			if q.left == 0 {
@@ -337,6 +341,12 @@ const hibernationHTML = `<!DOCTYPE html>
 <p>Developer instances hibernate when unused. Sign in to the developer portal to wake it up.</p>
 </body></html>
 `
+
+// HeaderFault names the scripted fault that answered a call, on every
+// answer a fault gave (token endpoint and API), so that a test driving
+// traffic through the broker can tell a failure the simulator made on
+// purpose, passed through, from one the broker made.
+const HeaderFault = "X-Vendorsim-Fault"
 
 // failing reports whether a token fault answers with a failure (every kind
 // but slow, which answers normally once it has waited).
@@ -405,6 +415,7 @@ func (s *Sim) rateLimitHeader(f Fault) http.Header {
 // serveTokenFault writes the answer of a token-endpoint fault, waiting first
 // where the kind says so. The lock is not held here.
 func (s *Sim) serveTokenFault(w http.ResponseWriter, r *http.Request, f Fault, perform func() answer) {
+	w.Header().Set(HeaderFault, f.Kind)
 	switch f.Kind {
 	case KindTimeout:
 		s.sleep(r.Context(), f.Delay)

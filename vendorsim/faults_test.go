@@ -80,6 +80,9 @@ func TestTokenFaults(t *testing.T) {
 			if tt.status == 200 && strings.Contains(string(r.body), "access_token") {
 				t.Fatalf("fault answer carries an access token: %s", r.body)
 			}
+			if got := r.header.Get(HeaderFault); got != f.Kind {
+				t.Fatalf("%s = %q, want %q", HeaderFault, got, f.Kind)
+			}
 			// One use by default: the next refresh works, and the failure was counted.
 			mustRefresh(t, refreshAt(t, sim, tt.vendor, tok))
 			c := sim.Counters().ServiceNow
@@ -260,8 +263,18 @@ func TestAPIFaults(t *testing.T) {
 					t.Errorf("%s = %q, want %q", k, r.header.Get(k), v)
 				}
 			}
-			if r := get(t, u, tok.access); r.status != 200 {
+			if got := r.header.Get(HeaderFault); got != f.Kind {
+				t.Errorf("%s = %q, want %q", HeaderFault, got, f.Kind)
+			}
+			r = get(t, u, tok.access)
+			if r.status != 200 {
 				t.Fatalf("after the fault: %d", r.status)
+			}
+			if got := r.header.Get(HeaderFault); got != "" {
+				t.Errorf("an answer no fault gave has %s %q", HeaderFault, got)
+			}
+			if got := sim.Counters().FaultsServed; got[f.Kind] != 1 || len(got) != 1 {
+				t.Errorf("faultsServed %v, want one %s", got, f.Kind)
 			}
 		})
 	}

@@ -337,6 +337,7 @@ func (s *Sim) snAPI(in *Instance, next http.Handler) http.Handler {
 }
 
 func (s *Sim) snAPIFault(w http.ResponseWriter, in *Instance, f Fault) {
+	w.Header().Set(HeaderFault, f.Kind)
 	switch f.Kind {
 	case KindAPIRateLimited:
 		a := jsonAnswer(http.StatusTooManyRequests, snError("Rate limit exceeded",
