@@ -71,3 +71,10 @@ func StartBrokerProcess(t testing.TB, bin string, env map[string]string) *Broker
 	}
 	return b
 }
+
+// Restart starts a stopped or killed process again with the same command,
+// environment and addresses, and waits for its /readyz as StartBrokerProcess
+// does. It does nothing while the process runs.
+func (b *BrokerProcess) Restart() error {
+	return b.Start(brokerReadyTimeout, supervise.HTTPReady(b.MetricsURL+"/readyz"))
+}
