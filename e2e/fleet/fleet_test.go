@@ -22,19 +22,7 @@ const acme = "acme-corp"
 var brokerBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "tokenbroker-fleet-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	brokerBin, err = testenv.BuildBroker(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testenv.MainWithBroker(m, &brokerBin))
 }
 
 func simCounters(f *testenv.Fleet) vendorsim.Counters { return f.Sim.Counters() }

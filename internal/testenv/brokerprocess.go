@@ -78,3 +78,21 @@ func StartBrokerProcess(t testing.TB, bin string, env map[string]string) *Broker
 func (b *BrokerProcess) Restart() error {
 	return b.Start(brokerReadyTimeout, supervise.HTTPReady(b.MetricsURL+"/readyz"))
 }
+
+// MainWithBroker is a TestMain for packages whose tests run broker
+// processes: it builds cmd/broker once into a temporary directory, sets
+// *bin to its path, runs the tests and removes the directory. Pass its
+// result to os.Exit.
+func MainWithBroker(m *testing.M, bin *string) int {
+	dir, err := os.MkdirTemp("", "tokenbroker-broker-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = BuildBroker(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
