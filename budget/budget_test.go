@@ -19,6 +19,11 @@ import (
 // counter reads one series of a counter from reg (0 when absent).
 func counter(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
 	t.Helper()
+	return counterB(t, reg, name, labels...)
+}
+
+func counterB(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -283,4 +288,61 @@ func TestFleetRetryAfterFromRedis(t *testing.T) {
 
 func itoa(n int) string {
 	return string(rune('0'+n/10%10)) + string(rune('0'+n%10))
+}
+
+// TestLocalCountsPoints: with the points unit, a call is charged its
+// estimate: reads of 2 objects cost 3 points, writes 1.
+func TestLocalCountsPoints(t *testing.T) {
+	ck := &clock{t: time.Unix(1_800_000_000, 0)}
+	l := NewLocal(map[string]Limit{"confluence": {Rate: 3600, Period: time.Hour, Burst: 30, Unit: Points}}, nil, ck.now)
+	ctx := context.Background()
+	reads := 0
+	for l.Take(ctx, "a", "confluence", get("/wiki/api/v2/pages?limit=2")).OK {
+		reads++
+	}
+	if reads != 10 {
+		t.Fatalf("%d reads of 3 points passed a burst of 30, want 10", reads)
+	}
+	ck.add(time.Second) // one point back
+	write := httptest.NewRequest(http.MethodPost, "/wiki/api/v2/pages", nil)
+	if !l.Take(ctx, "a", "confluence", write).OK {
+		t.Fatal("a write costs 1 point and one came back")
+	}
+	if l.Take(ctx, "a", "confluence", write).OK {
+		t.Fatal("no point left for a second write")
+	}
+}
+
+// BenchmarkFleetTake: a call served from the replica's allowance, with the
+// next batch reserved in the background; the Redis round trips per call are
+// reported (one per batch at most while within budget).
+func BenchmarkFleetTake(b *testing.B) {
+	addr := testenv.Redis(b)
+	rc := redis.NewClient(&redis.Options{Addr: addr})
+	defer rc.Close()
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// A budget no benchmark run can spend: every call is allowed.
+	f := NewFleet(FleetOptions{Client: rc, Limits: map[string]Limit{"servicenow": {Rate: 1e9, Period: time.Hour, Burst: 1e6}},
+		Metrics: m})
+	defer f.Close()
+	r := get("/x")
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if !f.Take(ctx, "a", "servicenow", r).OK {
+			b.Fatal("refused")
+		}
+	}
+	b.StopTimer()
+	f.Close()
+	var trips float64
+	for _, res := range []string{"granted", "partial", "denied", "error"} {
+		trips += counterB(b, reg, "tokenbroker_account_budget_reservations_total", "result", res)
+	}
+	b.ReportMetric(trips/float64(b.N), "redis-calls/op")
 }
