@@ -211,7 +211,9 @@ func TestFleetNeverExceedsBudget(t *testing.T) {
 			if total > bound {
 				t.Fatalf("the fleet spent %d, more than the budget allows (%d)", total, bound)
 			}
-			if min := int64(float64(lim.Rate)*elapsed.Seconds()) / 2; total < min {
+			// A loose floor (a quarter of the rate) that a loaded CI machine
+			// still meets, but that starving batching would not.
+			if min := int64(float64(lim.Rate)*elapsed.Seconds()) / 4; total < min {
 				t.Fatalf("the fleet spent only %d of a budget of about %d: batching starves the account", total, min)
 			}
 		})
@@ -268,7 +270,7 @@ func TestFleetRetryAfterFromRedis(t *testing.T) {
 		}
 	}
 	var d Decision
-	for range 3 { // the reservation after the burst runs in the background
+	for range 40 { // the reservation after the burst runs in the background
 		if d = f.Take(ctx, "a", "servicenow", get("/x")); !d.OK && d.RetryAfter > 5*time.Second {
 			break
 		}
@@ -278,6 +280,9 @@ func TestFleetRetryAfterFromRedis(t *testing.T) {
 		t.Fatalf("over budget: %+v, want refused with RetryAfter about 10s", d)
 	}
 	denied := counter(t, reg, "tokenbroker_account_budget_reservations_total", "vendor", "servicenow", "result", "denied")
+	if denied < 1 {
+		t.Fatal("Redis was not asked, or did not deny: the refusal was not the fleet's")
+	}
 	for range 50 {
 		f.Take(ctx, "a", "servicenow", get("/x"))
 	}
