@@ -214,7 +214,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		Proxy:        px.Handle,
 		Webhooks:     a.webhooks,
 		FlowBinding: httpapi.FlowBinding{
-			Off: cfg.OAuthFlowBinding == "none", Secure: public.Scheme == "https", MaxAge: cfg.StateTTL,
+			Off: cfg.OAuthFlowBinding == "none", Confirm: cfg.OAuthFlowBinding == "confirm",
+			Secure: public.Scheme == "https", MaxAge: cfg.StateTTL,
 		},
 		Admin: console.Handler(),
 		// proxy.Recovery, not gin's: gin's swallows http.ErrAbortHandler,

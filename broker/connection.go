@@ -170,4 +170,17 @@ type OAuthState struct {
 	// started the flow; the callback must present the same cookie. Empty
 	// when binding is off (BROKER_OAUTH_FLOW_BINDING=none).
 	Binding string `json:"binding,omitempty"`
+	// Confirm parks the callback's result until the starter confirms it
+	// (BROKER_OAUTH_FLOW_BINDING=confirm); Parked is that result.
+	Confirm bool          `json:"confirm,omitempty"`
+	Parked  *ParkedResult `json:"parked,omitempty"`
+}
+
+// ParkedResult is an authorization the vendor granted, waiting in the state
+// store (sealed like every state) for the starter's confirmation.
+type ParkedResult struct {
+	Instance Instance `json:"instance"`
+	User     User     `json:"user"`
+	Tokens   Tokens   `json:"tokens"`
+	ClientID string   `json:"clientId"`
 }

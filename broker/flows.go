@@ -21,6 +21,9 @@ type AuthURLRequest struct {
 	// Binding is the hash of the starting browser's flow cookie (see
 	// BindingOf); "" starts an unbound flow.
 	Binding string
+	// Confirm parks the callback's result for ConfirmFlow instead of
+	// applying it.
+	Confirm bool
 }
 
 // BindingOf is what a flow state keeps of a browser's flow cookie: its
@@ -78,7 +81,7 @@ func (b *Broker) AuthURL(ctx context.Context, caller Caller, vendorName string, 
 
 	st := OAuthState{
 		Account: caller.Account, Vendor: v.Name(), Flow: flow, Action: action,
-		Subject: caller.Subject, ReturnTo: r.ReturnTo, Binding: r.Binding,
+		Subject: caller.Subject, ReturnTo: r.ReturnTo, Binding: r.Binding, Confirm: r.Confirm,
 	}
 	switch {
 	case flow == FlowUser:
@@ -187,6 +190,9 @@ const (
 	ResultConnected   = "connected"
 	ResultReconnected = "reconnected"
 	ResultUserChanged = "userChanged"
+	// ResultPendingConfirmation: the authorization is parked until the
+	// starter confirms it (ConfirmFlow).
+	ResultPendingConfirmation = "pendingConfirmation"
 )
 
 // CallbackResult says what the callback did and where the browser goes next.
@@ -198,6 +204,9 @@ type CallbackResult struct {
 	Action   Action
 	Result   string
 	ReturnTo string
+	// Confirmation is the id of the parked result when Result is
+	// ResultPendingConfirmation.
+	Confirmation string
 }
 
 // Callback finishes an OAuth round trip. Whatever fails, nothing stored changes.
@@ -288,11 +297,10 @@ func (b *Broker) Callback(ctx context.Context, vendorName string, r CallbackRequ
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
 		IssuedAt: now, RefreshIssuedAt: now, ConsentAt: now,
 	}
-	key := Key{Account: st.Account, Vendor: v.Name()}
-	if st.Flow == FlowUser {
-		key.UserID = st.Subject
+	if st.Confirm {
+		return b.park(ctx, res, st, ParkedResult{Instance: inst, User: user, Tokens: tokens, ClientID: client.ClientID})
 	}
-	res.Result, err = b.apply(ctx, key, st, inst, user, tokens, client.ClientID)
+	res.Result, err = b.apply(ctx, st.connectionKey(), st, inst, user, tokens, client.ClientID)
 	if err != nil {
 		b.revokeQuietly(ctx, v, st, inst, tok, client)
 		return res, err

@@ -46,8 +46,8 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		return fieldErrorf("BROKER_LOG_FORMAT", "invalid log format %q (want json or text)", c.LogFormat)
 	}
-	if c.OAuthFlowBinding != "cookie" && c.OAuthFlowBinding != "none" {
-		return fieldErrorf("BROKER_OAUTH_FLOW_BINDING", "invalid value %q (want cookie or none)", c.OAuthFlowBinding)
+	if c.OAuthFlowBinding != "cookie" && c.OAuthFlowBinding != "confirm" && c.OAuthFlowBinding != "none" {
+		return fieldErrorf("BROKER_OAUTH_FLOW_BINDING", "invalid value %q (want cookie, confirm or none)", c.OAuthFlowBinding)
 	}
 
 	if err := c.validateAuth(); err != nil {

@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -117,3 +118,88 @@ func get(t *testing.T, c *http.Client, u string) *http.Response {
 	res.Body.Close()
 	return res
 }
+
+// TestConfirmModeParksTheFlow: with BROKER_OAUTH_FLOW_BINDING=confirm (a
+// backend starts flows), the callback stores nothing: it parks the grant
+// under a one-time confirmation id; only the starter (same account, sub and
+// admin role) sees who approved at which instance and confirms it; another
+// caller is refused and cannot spend it; a confirmed or rejected one is
+// gone; a rejected one's tokens go back to the vendor.
+func TestConfirmModeParksTheFlow(t *testing.T) {
+	e := testenv.StartBroker(t, testenv.WithEnv("BROKER_OAUTH_FLOW_BINDING", "confirm"))
+	admin := e.Admin(acme)
+	snApp := broker.Key{Account: acme, Vendor: "servicenow"}
+	connectParked := func(jwt, query, user string) string {
+		t.Helper()
+		r := e.Get("/v1/account/integrations/servicenow/oauth2/url?"+query, jwt)
+		if r.Header.Get("Set-Cookie") != "" {
+			t.Errorf("confirm mode set a cookie")
+		}
+		var u struct{ URL string }
+		r.JSON(t, &u)
+		// Any browser may complete it: the binding is the confirmation.
+		res, err := http.Get(e.Approve(u.URL, user))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		var cb struct{ Result, Confirmation string }
+		if res.StatusCode != http.StatusOK || decodeJSON(res.Body, &cb) != nil || cb.Result != broker.ResultPendingConfirmation || cb.Confirmation == "" {
+			t.Fatalf("parked callback: %d %+v", res.StatusCode, cb)
+		}
+		return cb.Confirmation
+	}
+	id := connectParked(admin, e.SNInstance("acme"), "alice")
+	if _, err := e.App.Broker().Store().GetConnection(context.Background(), snApp); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("the callback stored a connection before confirmation (err %v)", err)
+	}
+	path := "/v1/account/integrations/servicenow/oauth2/confirmations/" + id
+	// Others see nothing and spend nothing.
+	for name, jwt := range map[string]string{
+		"another admin of the account": e.Token(acme, "other-admin", "admin"),
+		"the starter without admin":    e.Token(acme, "admin@"+acme),
+		"another account":              e.Admin("globex"),
+	} {
+		if r := e.Get(path, jwt); r.Status != http.StatusForbidden && r.Status != http.StatusBadRequest {
+			t.Errorf("%s: view %d %s, want 403", name, r.Status, r.Body)
+		}
+		if r := e.Do("POST", path, jwt, nil); r.Status != http.StatusForbidden && r.Status != http.StatusBadRequest {
+			t.Errorf("%s: confirm %d %s, want 403", name, r.Status, r.Body)
+		}
+	}
+	// The starter sees who approved, at which instance, as often as needed.
+	for range 2 {
+		r := e.Get(path, admin)
+		if r.Status != http.StatusOK || !strings.Contains(string(r.Body), "Alice Anderson") || !strings.Contains(string(r.Body), e.Sim.ServiceNowURL("acme")) {
+			t.Fatalf("pending flow: %d %s", r.Status, r.Body)
+		}
+	}
+	if r := e.Do("POST", path, admin, nil); r.Status != http.StatusOK || !strings.Contains(string(r.Body), broker.ResultConnected) {
+		t.Fatalf("confirm: %d %s", r.Status, r.Body)
+	}
+	if c := stored(t, e, snApp); c.User.Name != "Alice Anderson" {
+		t.Errorf("confirmed connection is %q's", c.User.Name)
+	}
+	if r := e.Do("POST", path, admin, nil); r.Status != http.StatusBadRequest || r.ErrorCode() != string(broker.CodeInvalidState) {
+		t.Errorf("confirming twice: %d %s, want 400 invalid_state", r.Status, r.Body)
+	}
+	if r := e.Get("/proxy/servicenow/api/now/table/incident", admin); r.Status != http.StatusOK {
+		t.Errorf("proxy after confirmation: %d", r.Status)
+	}
+
+	// A changeUser approved by bob, rejected: alice stays, bob's grant is
+	// revoked at the vendor.
+	revokes := e.Sim.Counters().ServiceNow.Revocations
+	id = connectParked(admin, "action=changeUser", "bob")
+	if r := e.Do("DELETE", "/v1/account/integrations/servicenow/oauth2/confirmations/"+id, admin, nil); r.Status != http.StatusOK || !strings.Contains(string(r.Body), "rejected") {
+		t.Fatalf("reject: %d %s", r.Status, r.Body)
+	}
+	if c := stored(t, e, snApp); c.User.Name != "Alice Anderson" {
+		t.Errorf("after a rejected changeUser the connection is %q's", c.User.Name)
+	}
+	if got := e.Sim.Counters().ServiceNow.Revocations; got <= revokes {
+		t.Errorf("the rejected grant was not revoked at the vendor")
+	}
+}
+
+func decodeJSON(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }

@@ -21,6 +21,9 @@ type FlowBinding struct {
 	// UIs that start flows from a backend, whose answer never reaches the
 	// approving browser.
 	Off bool
+	// Confirm (BROKER_OAUTH_FLOW_BINDING=confirm) sets no cookie either: the
+	// callback parks the result until the starter confirms it with its JWT.
+	Confirm bool
 	// Secure names the cookie __Host-tokenbroker-flow with the Secure
 	// attribute, as an https BROKER_PUBLIC_URL allows. Over plain http
 	// (local development, tests) browsers drop Secure cookies, so the cookie
@@ -46,7 +49,7 @@ func (f FlowBinding) name() string {
 // on c's answer. A browser that has a well-formed cookie keeps it, so flows
 // started in several tabs stay valid together.
 func (f FlowBinding) start(c *gin.Context) string {
-	if f.Off {
+	if f.Off || f.Confirm {
 		return ""
 	}
 	v, err := c.Cookie(f.name())

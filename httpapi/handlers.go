@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -104,6 +105,7 @@ func (h *handlers) authURL(c *gin.Context) {
 		Site:        c.Query("site"),
 		ReturnTo:    c.Query("returnTo"),
 		Binding:     h.binding.start(c),
+		Confirm:     h.binding.Confirm,
 	})
 	if err != nil {
 		// The cookie is harmless without a flow; a later start reuses it.
@@ -132,6 +134,9 @@ func (h *handlers) callback(c *gin.Context) {
 			q.Set("error", string(broker.CodeOf(err)))
 		} else {
 			q.Set("result", res.Result)
+			if res.Confirmation != "" {
+				q.Set("confirmation", res.Confirmation)
+			}
 		}
 		c.Redirect(http.StatusFound, withQuery(res.ReturnTo, q))
 		return
@@ -140,7 +145,54 @@ func (h *handlers) callback(c *gin.Context) {
 		writeError(c, err)
 		return
 	}
+	if res.Confirmation != "" {
+		c.JSON(http.StatusOK, gin.H{"vendor": res.Vendor, "result": res.Result, "confirmation": res.Confirmation})
+		return
+	}
 	c.JSON(http.StatusOK, gin.H{"vendor": res.Vendor, "result": res.Result})
+}
+
+// pendingFlow shows a parked flow (BROKER_OAUTH_FLOW_BINDING=confirm) to the
+// caller that started it: who approved, at which instance.
+func (h *handlers) pendingFlow(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	p, err := h.b.PendingFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"))
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{
+		"vendor": p.Vendor, "flow": string(p.Flow), "action": actionName(p.Action),
+		"instance":   gin.H{"name": p.Instance.Name, "url": p.Instance.BaseURL},
+		"approvedBy": gin.H{"id": p.User.ID, "name": p.User.Name, "email": p.User.Email},
+		"expiresAt":  p.ExpiresAt.UTC().Format(time.RFC3339),
+	})
+}
+
+// confirmFlow applies (POST) or rejects (DELETE) a parked flow.
+func (h *handlers) confirmFlow(c *gin.Context) {
+	who, ok := h.mustCaller(c)
+	if !ok {
+		return
+	}
+	res, err := h.b.ConfirmFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"), c.Request.Method == http.MethodPost)
+	if err != nil {
+		writeError(c, err)
+		return
+	}
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusOK, gin.H{"vendor": res.Vendor, "result": res.Result})
+}
+
+func actionName(a broker.Action) string {
+	if a == "" {
+		return "connect"
+	}
+	return string(a)
 }
 
 // withQuery adds q to an allowlisted return URL, keeping its own parameters.
