@@ -20,6 +20,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/supervise"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
+	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
 var updateReadmeImage = flag.Bool("update-readme-image", false,
@@ -85,6 +86,33 @@ func TestConsoleInBrowser(t *testing.T) {
 	// broker's ServiceNow rule probes to tell a dead refresh token from a
 	// rejected client (ServiceNow answers both with the same 401).
 	env.MustConnect(env.Token(account, "u1"), "servicenow", "flow=user", "carol", broker.ResultConnected)
+
+	// 2b. The instance answers a refresh with 500: Degraded, with a banner
+	// saying calls still work and when the next attempt is; a good refresh
+	// makes it Connected again.
+	env.Sim.Script(vendorsim.Fault{Vendor: vendorsim.VendorServiceNow, Kind: vendorsim.KindServerError})
+	if _, err := env.App.Broker().Refresh(ctx, sn, broker.RefreshOptions{Force: true}); broker.CodeOf(err) != broker.CodeVendorUnavailable {
+		t.Fatalf("refresh against a 500: want vendor_unavailable, got %v", err)
+	}
+	b.do("reload", chromedp.Reload())
+	b.waitText(snCard+` [data-field="state"]`, "Degraded")
+	b.wantText(snCard+` [data-role="degraded-banner"]`, "calls still use the current token")
+	b.wantText(snCard+` [data-role="degraded-banner"] [data-field="retry-at"]`, "Next attempt")
+	b.wantText(snCard+` [data-field="health"]`, "Degraded")
+	b.wantAbsent(snCard + ` [role="alert"]`)
+	b.shot("degraded")
+	// The broker backs off (about 5 s after a first failure); then a
+	// refresh succeeds and clears the error.
+	if c, err := env.App.Broker().Store().GetConnection(ctx, sn); err == nil && c.LastError != nil {
+		time.Sleep(time.Until(c.LastError.RetryAt) + 100*time.Millisecond)
+	}
+	if _, err := env.App.Broker().Refresh(ctx, sn, broker.RefreshOptions{Force: true}); err != nil {
+		t.Fatalf("refresh after the backoff: %v", err)
+	}
+	b.do("reload", chromedp.Reload())
+	b.waitText(snCard+` [data-field="state"]`, "Connected")
+	b.wantText(snCard+` [data-field="health"]`, "Healthy")
+	b.wantAbsent(snCard + ` [data-role="degraded-banner"]`)
 
 	// 3. The refresh token dies; the next refresh fails for good and flags
 	// the integration; after a reload the warning banner offers Reconnect.
@@ -222,6 +250,25 @@ func TestConsoleInBrowser(t *testing.T) {
 
 // killRefresh makes user's refresh token dead at the simulator and runs the
 // refresh that finds out, which flags the integration refreshTokenExpired.
+// TestConsoleWarnsBeforeExpiry: inside BROKER_EXPIRY_WARNING of the refresh
+// token's fixed lifetime the card says so, with the time left, and offers
+// Reconnect before it breaks.
+func TestConsoleWarnsBeforeExpiry(t *testing.T) {
+	// ServiceNow's simulated refresh tokens live 100 days: warn from 101.
+	env := testenv.StartBroker(t, testenv.WithConsoleReturn(), testenv.WithEnv("BROKER_EXPIRY_WARNING", "2424h"))
+	env.MustConnect(env.Admin(account), "servicenow", env.SNInstance("acme"), "alice", broker.ResultConnected)
+	b := startBrowser(t, env.URL)
+	snCard := `#integrations article[data-vendor="servicenow"]`
+	b.do("open the console", chromedp.Navigate(env.URL+"/admin/#token="+env.Admin(account)))
+	b.do("accept the offered token", chromedp.Click(chromedp.CSS(`#token-offer [data-action="accept-token"]`)))
+	b.waitText(snCard+` [data-field="state"]`, "Connected")
+	b.wantText(snCard+` [data-role="expiring-banner"]`, "Expiring soon")
+	b.wantText(snCard+` [data-role="expiring-banner"]`, "in 100 days")
+	b.wantText(snCard+` [data-field="expiry"]`, "Reconnect before then")
+	b.do("the banner offers Reconnect", chromedp.WaitVisible(chromedp.CSS(snCard+` [data-role="expiring-banner"] [data-action="reconnect"]`)))
+	b.shot("expiring-soon")
+}
+
 func killRefresh(t *testing.T, env *testenv.Broker, key broker.Key, user string) {
 	t.Helper()
 	env.Sim.RevokeRefreshTokens(key.Vendor, "acme", user)

@@ -50,6 +50,12 @@ const RESULT_TEXT = {
   userChanged: (v) => `${v} now uses the newly approved user.`,
 };
 
+const HEALTH_TEXT = {
+  healthy: "Healthy",
+  degraded: "Degraded: refreshes are failing for now, calls still work",
+  reconnect_required: "Reconnect required",
+};
+
 const ERROR_TEXT = {
   instance_mismatch: (v) => `${v} was not changed: the approving user belongs to another instance or site than the connected one.`,
   site_choice_required: (v) => `${v} was not connected: the approving user can reach several sites. Enter the site and connect again.`,
@@ -211,9 +217,10 @@ function renderCard(s) {
   const vendor = String(s.vendor);
   const name = vendorName(vendor);
   const id = safeId(vendor);
-  const expired = s.integrated && s.refreshTokenExpired === true;
-  const state = !s.integrated ? "off" : expired ? "expired" : "ok";
-  const badge = { off: "Not connected", expired: "Reconnect needed", ok: "Connected" }[state];
+  const expired = s.integrated && (s.refreshTokenExpired === true || s.health === "reconnect_required");
+  const degraded = s.integrated && !expired && s.health === "degraded";
+  const state = !s.integrated ? "off" : expired ? "expired" : degraded ? "degraded" : "ok";
+  const badge = { off: "Not connected", expired: "Reconnect needed", degraded: "Degraded", ok: "Connected" }[state];
 
   const card = el("article", {
     class: `card card-${state}`, "data-vendor": vendor, "data-integrated": String(!!s.integrated),
@@ -234,6 +241,25 @@ function renderCard(s) {
         type: "button", class: "button danger", "data-action": "reconnect",
         onclick: (e) => startFlow(vendor, "reconnect", {}, e.currentTarget),
       }, "Reconnect")));
+  }
+
+  if (degraded) {
+    card.append(el("div", { class: "banner banner-warn", role: "status", "data-role": "degraded-banner" },
+      el("p", {}, el("strong", {}, "Having trouble. "),
+        `The last refresh of ${name}'s token failed for a reason that may pass by itself` +
+        (s.lastError?.class === "client_config" ? " once the OAuth client configuration is fixed" : "") +
+        "; calls still use the current token. ",
+        s.retryAt ? el("span", { "data-field": "retry-at" }, "Next attempt ", timeNode(s.retryAt), ".") : null)));
+  }
+  if (s.integrated && !expired && s.expiringSoon === true) {
+    card.append(el("div", { class: "banner banner-warn", role: "status", "data-role": "expiring-banner" },
+      el("p", {}, el("strong", {}, "Expiring soon. "),
+        `${name}'s refresh token reaches its fixed lifetime `, timeNode(s.refreshTokenExpiresAt),
+        ". Reconnect before then to avoid an interruption."),
+      el("button", {
+        type: "button", class: "button secondary", "data-action": "reconnect",
+        onclick: (e) => startFlow(vendor, "reconnect", {}, e.currentTarget),
+      }, "Reconnect now")));
   }
 
   const facts = el("dl", { class: "facts" });
@@ -258,8 +284,11 @@ function renderCard(s) {
       stale > 0 ? el("span", { class: "muted" }, ` (${stale} need to reconnect)`) : null));
   }
   if (s.integrated) {
+    // expiringSoon is the broker's judgement (BROKER_EXPIRY_WARNING), not
+    // the browser's clock.
     const exp = s.refreshTokenExpiresAt;
-    const soon = exp && !expired && new Date(exp).getTime() - Date.now() < 14 * 86400 * 1000;
+    const soon = exp && !expired && s.expiringSoon === true;
+    facts.append(fact("Health", "health", HEALTH_TEXT[s.health] ?? (expired ? HEALTH_TEXT.reconnect_required : "—")));
     facts.append(fact("Refresh token expires", "expiry", exp ? timeNode(exp) : "Not known",
       soon ? el("span", { class: "warn-text" }, " Reconnect before then to avoid an interruption.") : null));
     facts.append(fact("Connected since", "connected-at", timeNode(s.connectedAt)));
