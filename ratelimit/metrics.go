@@ -2,7 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
-	"sync"
+	"math"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -23,7 +23,7 @@ type vendorMetrics struct {
 	vendor429 prometheus.Counter
 	local     [numKinds][numReasons]prometheus.Counter
 	wait      prometheus.Observer
-	pool      *poolGauge
+	pool      prometheus.Gauge
 }
 
 type metrics struct {
@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, vendors []string) (*metrics, error) {
 	}, []string{"vendor"})
 	pool := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "tokenbroker", Name: "vendor_app_pool_remaining_ratio",
-		Help: "Share of the app's vendor-wide quota left (Atlassian's global pool: RateLimit r over RateLimit-Policy q), as the last answer that reported it said; absent until one did.",
+		Help: "Share of the app's vendor-wide quota left (Atlassian's global pool: RateLimit r over RateLimit-Policy q), as the last answer that reported it said; NaN until one did.",
 	}, []string{"vendor"})
 	shares := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "tokenbroker", Name: "rate_limit_shares_total",
@@ -77,9 +77,10 @@ func newMetrics(reg prometheus.Registerer, vendors []string) (*metrics, error) {
 			vendor429: vendor429.WithLabelValues(v),
 			wait:      wait.WithLabelValues(v),
 		}
-		// The pool gauge is created on first report, so that a vendor
-		// without such a pool (ServiceNow) shows no misleading 0.
-		vm.pool = &poolGauge{vec: pool, vendor: v}
+		// NaN until an answer reports the pool: a vendor without one
+		// (ServiceNow) shows no misleading 0, and no alert compares it.
+		vm.pool = pool.WithLabelValues(v)
+		vm.pool.Set(math.NaN())
 		for k := KindConnection; k < numKinds; k++ {
 			for r := ReasonRetryAfter; r < numReasons; r++ {
 				vm.local[k][r] = local.WithLabelValues(v, k.String(), r.String())
@@ -88,17 +89,4 @@ func newMetrics(reg prometheus.Registerer, vendors []string) (*metrics, error) {
 		m.vendors[v] = vm
 	}
 	return m, nil
-}
-
-// poolGauge creates its series on the first Set.
-type poolGauge struct {
-	once   sync.Once
-	g      prometheus.Gauge
-	vec    *prometheus.GaugeVec
-	vendor string
-}
-
-func (p *poolGauge) Set(v float64) {
-	p.once.Do(func() { p.g = p.vec.WithLabelValues(p.vendor) })
-	p.g.Set(v)
 }

@@ -237,6 +237,12 @@ func TestAPIFaults(t *testing.T) {
 		{"atl rate limited", "atlassian", Fault{Kind: KindAPIRateLimited, RetryAfter: 12}, 429,
 			map[string]string{"Retry-After": "12", "X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "0",
 				"X-RateLimit-Reset": "2025-03-01T12:00:12Z", "RateLimit-Reason": "confluence-quota-tenant-based"}},
+		{"sn rate limited with given headers", "servicenow", Fault{Kind: KindAPIRateLimited, Headers: map[string]string{"Retry-After": "-1"}}, 429,
+			map[string]string{"Retry-After": "-1", "X-RateLimit-Limit": "", "X-RateLimit-Rule": ""}},
+		{"sn concurrency 429 without headers", "servicenow", Fault{Kind: KindAPIRateLimited, Headers: map[string]string{}}, 429,
+			map[string]string{"Retry-After": "", "X-RateLimit-Limit": "", "X-RateLimit-Reset": ""}},
+		{"atl app pool", "atlassian", Fault{Kind: KindAPIRateLimited, Headers: map[string]string{"Beta-RateLimit": `"global-app-quota";r=0;t=30`}}, 429,
+			map[string]string{"Beta-RateLimit": `"global-app-quota";r=0;t=30`, "Retry-After": ""}},
 		{"sn unavailable", "servicenow", Fault{Kind: KindAPIUnavailable, RetryAfter: 3}, 503, map[string]string{"Retry-After": "3"}},
 		{"atl unavailable", "atlassian", Fault{Kind: KindAPIUnavailable}, 503, map[string]string{"Retry-After": "1"}},
 		{"sn unauthorized", "servicenow", Fault{Kind: KindAPIUnauthorized}, 401, nil},
@@ -315,6 +321,9 @@ func TestFaultValidationAndJSON(t *testing.T) {
 		{Vendor: "atlassian", Kind: KindDead, Grant: "password"},
 		{Vendor: "atlassian", Instance: "acme", Kind: KindDead},
 		{Vendor: "atlassian", Kind: KindAPILatency, Grant: GrantAny},
+		{Vendor: "atlassian", Kind: KindAPILatency, Headers: map[string]string{"Retry-After": "1"}},
+		{Vendor: "servicenow", Kind: KindAPIRateLimited, Headers: map[string]string{"Retry-After": "1\r\nX-Injected: 1"}},
+		{Vendor: "servicenow", Kind: KindAPIRateLimited, Headers: map[string]string{"Bad Name": "1"}},
 	}
 	for _, f := range bad {
 		if err := sim.AddFault(f); err == nil {
@@ -345,6 +354,10 @@ func TestFaultValidationAndJSON(t *testing.T) {
 		if !strings.Contains(string(out), `"delay":"1.5s"`) {
 			t.Errorf("marshal %s", out)
 		}
+	}
+	var hf Fault
+	if err := json.Unmarshal([]byte(`{"vendor":"servicenow","kind":"api_rate_limited","headers":{}}`), &hf); err != nil || hf.Headers == nil {
+		t.Errorf("empty headers did not survive JSON: %+v %v", hf, err)
 	}
 	var f Fault
 	if err := json.Unmarshal([]byte(`{"kind":"dead","delay":"soon"}`), &f); err == nil {

@@ -149,6 +149,20 @@ var alertCases = []alertCase{
 		at: 15 * time.Minute, firing: []string{"namespace=tb,job=tokenbroker"},
 	},
 	{
+		name: "the app pool under 10% for 5 minutes", alert: "TokenbrokerVendorPoolLow",
+		series: []string{
+			`tokenbroker_vendor_app_pool_remaining_ratio{` + tl + `pod="a",vendor="confluence"} 0.5 0.2 0.08x10`,
+			`tokenbroker_vendor_app_pool_remaining_ratio{` + tl + `pod="b",vendor="confluence"} 0.5x12`,
+			`tokenbroker_vendor_app_pool_remaining_ratio{` + tl + `pod="a",vendor="servicenow"} ` + strings.Repeat("NaN ", 12),
+		},
+		at: 10 * time.Minute, firing: []string{"vendor=confluence"},
+	},
+	{
+		name: "a pool that refills does not fire", alert: "TokenbrokerVendorPoolLow",
+		series: []string{`tokenbroker_vendor_app_pool_remaining_ratio{` + tl + `pod="a",vendor="confluence"} 0.05x3 0.9x10`},
+		at:     10 * time.Minute,
+	},
+	{
 		name: "a one-minute blip does not fire", alert: "TokenbrokerStoreDown",
 		series: []string{`tokenbroker_store_up{` + tl + `pod="a"} 1x5 0 1x10`},
 		at:     15 * time.Minute,

@@ -43,6 +43,7 @@ var wantAlerts = []string{
 	"TokenbrokerProxy5xxRatio",
 	"TokenbrokerRefreshFailures",
 	"TokenbrokerStoreDown",
+	"TokenbrokerVendorPoolLow",
 }
 
 // dashboardMetrics must each appear in at least one panel: the views the
@@ -61,6 +62,9 @@ var dashboardMetrics = []string{
 	"tokenbroker_account_budget_spent_total",                // per-account budget use
 	"tokenbroker_account_budget_refused_total",              // calls refused over budget
 	"go_gc_gomemlimit_bytes", "go_sched_gomaxprocs_threads", // runtime sizing
+	"tokenbroker_vendor_rate_limited_total",       // vendor 429s
+	"tokenbroker_proxy_local_rate_limited_total",  // local 429s by scope and reason
+	"tokenbroker_vendor_app_pool_remaining_ratio", // the app's pool
 }
 
 // targetLabels are attached by Prometheus (and the Prometheus Operator) at
@@ -79,7 +83,8 @@ var targetLabels = map[string]bool{
 var boundedLabels = map[string]bool{
 	"vendor": true, "code_class": true, "reason": true, "result": true, "action": true,
 	"le": true, "quantile": true, "version": true, "goversion": true, "store": true, "operation": true,
-	"type": true, // broker.EventTypes(), a fixed set
+	"type":  true, // broker.EventTypes(), a fixed set
+	"scope": true, // a rate-limit window's: connection, instance or app
 }
 
 func TestDeployCopiesMatchTheChart(t *testing.T) {
