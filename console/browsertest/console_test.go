@@ -257,6 +257,7 @@ func TestConsoleWarnsBeforeExpiry(t *testing.T) {
 	// ServiceNow's simulated refresh tokens live 100 days: warn from 101.
 	env := testenv.StartBroker(t, testenv.WithConsoleReturn(), testenv.WithEnv("BROKER_EXPIRY_WARNING", "2424h"))
 	env.MustConnect(env.Admin(account), "servicenow", env.SNInstance("acme"), "alice", broker.ResultConnected)
+	env.MustConnect(env.Token(account, "u1"), "servicenow", "flow=user", "carol", broker.ResultConnected)
 	b := startBrowser(t, env.URL)
 	snCard := `#integrations article[data-vendor="servicenow"]`
 	b.do("open the console", chromedp.Navigate(env.URL+"/admin/#token="+env.Admin(account)))
@@ -266,6 +267,11 @@ func TestConsoleWarnsBeforeExpiry(t *testing.T) {
 	b.wantText(snCard+` [data-role="expiring-banner"]`, "in 100 days")
 	b.wantText(snCard+` [data-field="expiry"]`, "Reconnect before then")
 	b.do("the banner offers Reconnect", chromedp.WaitVisible(chromedp.CSS(snCard+` [data-role="expiring-banner"] [data-action="reconnect"]`)))
+	// The user-level connections, listed on demand, carry the same.
+	b.do("show the user-level connections", chromedp.Click(chromedp.CSS(snCard+` [data-action="show-users"]`)))
+	b.waitText(snCard+` [data-user="u1"]`, "Carol")
+	b.wantText(snCard+` [data-user="u1"] [data-field="user-health"]`, "Healthy")
+	b.wantText(snCard+` [data-user="u1"] [data-field="user-expiring"]`, "Expiring soon")
 	b.shot("expiring-soon")
 }
 

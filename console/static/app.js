@@ -302,10 +302,48 @@ function renderCard(s) {
     }
   }
   card.append(facts);
+  if (s.integrated && (s.connectionDetails?.total ?? 0) > 0) card.append(renderUsers(vendor));
 
   if (s.integrated) card.append(renderActions(vendor, name, expired, s.connectionDetails));
   else card.append(renderConnect(vendor, name, id));
   return card;
+}
+
+// renderUsers lists the user-level connections (admin only, a page at a
+// time) with their health and the time their refresh token has left.
+function renderUsers(vendor) {
+  const list = el("ul", { class: "users", "data-field": "user-list" });
+  const more = el("button", { type: "button", class: "button secondary small", "data-action": "more-users", hidden: true }, "More");
+  let cursor = "";
+  const loadPage = async () => {
+    try {
+      const page = await api("GET", `v1/account/integrations/${encodeURIComponent(vendor)}/users?limit=50` +
+        (cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""));
+      for (const u of page?.users ?? []) list.append(renderUser(u));
+      cursor = page?.nextCursor ?? "";
+      more.hidden = !cursor;
+    } catch (err) {
+      list.append(el("li", { class: "error-detail" }, errorText(err, vendor)));
+    }
+  };
+  more.addEventListener("click", loadPage);
+  const box = el("details", { class: "user-box" }, el("summary", { "data-action": "show-users" }, "User-level connections"), list, more);
+  box.addEventListener("toggle", () => { if (box.open && !list.childElementCount) loadPage(); }, { once: false });
+  return box;
+}
+
+function renderUser(u) {
+  const expired = u.refreshTokenExpired === true || u.health === "reconnect_required";
+  const cu = u.connectedUser ?? {};
+  const parts = [el("span", { class: "strong" }, String(cu.name || cu.id || u.userId)),
+    el("span", { class: "muted" }, ` (${u.userId})`), " · ",
+    el("span", { "data-field": "user-health", class: expired ? "warn-text" : "" },
+      HEALTH_TEXT[u.health] ?? (expired ? HEALTH_TEXT.reconnect_required : "—"))];
+  if (u.refreshTokenExpiresAt && !expired) {
+    parts.push(" · expires ", timeNode(u.refreshTokenExpiresAt));
+    if (u.expiringSoon === true) parts.push(el("span", { class: "warn-text", "data-field": "user-expiring" }, " Expiring soon"));
+  }
+  return el("li", { "data-user": String(u.userId) }, ...parts);
 }
 
 function renderActions(vendor, name, expired, details) {
