@@ -351,3 +351,34 @@ func BenchmarkFleetTake(b *testing.B) {
 	}
 	b.ReportMetric(trips/float64(b.N), "redis-calls/op")
 }
+
+// TestFleetRetryAfterCoversTheCallsCost: a call that costs more than one
+// unit (an Atlassian read in points) refused on the fleet was told to retry
+// when Redis would have one unit again, not its cost: a caller that obeyed
+// Retry-After was refused again. Locally (Local) it was right already.
+func TestFleetRetryAfterCoversTheCallsCost(t *testing.T) {
+	addr := testenv.Redis(t)
+	// One point every 600 ms; a read of 2 objects costs 3 (1.8 s).
+	lim := Limit{Rate: 100, Period: time.Minute, Burst: 3, Unit: Points}
+	f := NewFleet(FleetOptions{Client: newClient(t, addr), Limits: map[string]Limit{"confluence": lim}, Batch: 1})
+	t.Cleanup(f.Close)
+	read := get("/wiki/api/v2/pages?limit=2")
+	ctx := context.Background()
+	if !f.Take(ctx, "a", "confluence", read).OK {
+		t.Fatal("the first read (the burst) was refused")
+	}
+	var d Decision
+	for range 5 { // until Redis's denial is in
+		if d = f.Take(ctx, "a", "confluence", read); d.OK {
+			t.Fatal("a read passed with the burst spent")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d.RetryAfter < 1500*time.Millisecond {
+		t.Fatalf("Retry-After %v for a read of 3 points at one point every 600 ms, want about 1.8 s", d.RetryAfter)
+	}
+	time.Sleep(d.RetryAfter)
+	if d = f.Take(ctx, "a", "confluence", read); !d.OK {
+		t.Fatalf("after its Retry-After the read was refused again: %+v", d)
+	}
+}

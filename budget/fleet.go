@@ -74,6 +74,9 @@ type allowance struct {
 	// deniedUntil: Redis said the account is over budget until then; no
 	// reservation is asked for before it.
 	deniedUntil time.Time
+	// deniedUnits is what that denial was for: deniedUntil is when Redis
+	// expects to have that many.
+	deniedUnits int
 	// fallbackUntil: Redis failed; Local decides until then.
 	fallbackUntil time.Time
 	// reserving is closed when the reservation in flight ends; nil when none.
@@ -168,21 +171,27 @@ func (f *Fleet) take(k accountKey, lim Limit, cost int) (Decision, <-chan struct
 		// Refill ahead: once half a batch is left, reserve the next one so
 		// that a steady caller never finds the allowance empty.
 		if a.units < max(batch/2, cost) && a.reserving == nil && !now.Before(a.deniedUntil) {
-			f.reserve(k, lim, a, batch)
+			f.reserve(k, lim, a, batch, false)
 		}
 		return allowed, nil
 	}
+	need := cost - a.units
 	if now.Before(a.deniedUntil) {
-		return refused(a.deniedUntil.Sub(now)), nil
+		// The caller may retry when Redis has what this call needs.
+		return refused(a.deniedUntil.Sub(now) + time.Duration(max(need-a.deniedUnits, 0))*lim.interval()), nil
 	}
 	if a.reserving == nil {
-		f.reserve(k, lim, a, max(batch, cost)-a.units)
+		// All or nothing for what the call lacks: granted in part, the units
+		// could expire before the rest came, and a call costing more than
+		// one unit would never pass on a slow budget.
+		f.reserve(k, lim, a, need, true)
 	}
-	return refused(lim.interval() * time.Duration(cost)), a.reserving
+	return refused(lim.interval() * time.Duration(need)), a.reserving
 }
 
-// reserve starts a background reservation of n units. f.mu is held.
-func (f *Fleet) reserve(k accountKey, lim Limit, a *allowance, n int) {
+// reserve starts a background reservation of n units: exactly n when exact
+// (redis_rate's AllowN), else up to n (AllowAtMost). f.mu is held.
+func (f *Fleet) reserve(k accountKey, lim Limit, a *allowance, n int, exact bool) {
 	done := make(chan struct{})
 	a.reserving = done
 	f.wg.Add(1)
@@ -191,7 +200,14 @@ func (f *Fleet) reserve(k accountKey, lim Limit, a *allowance, n int) {
 		defer close(done)
 		ctx, cancel := context.WithTimeout(context.Background(), reserveTimeout)
 		defer cancel()
-		res, err := f.rl.AllowAtMost(ctx, f.key(k), redis_rate.Limit{Rate: lim.Rate, Burst: lim.Burst, Period: lim.Period}, n)
+		rl := redis_rate.Limit{Rate: lim.Rate, Burst: lim.Burst, Period: lim.Period}
+		var res *redis_rate.Result
+		var err error
+		if exact {
+			res, err = f.rl.AllowN(ctx, f.key(k), rl, n)
+		} else {
+			res, err = f.rl.AllowAtMost(ctx, f.key(k), rl, n)
+		}
 		now := f.now()
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -203,7 +219,13 @@ func (f *Fleet) reserve(k accountKey, lim Limit, a *allowance, n int) {
 			f.log.LogAttrs(ctx, slog.LevelWarn, "account budget: reservation failed; this replica enforces the budget alone for a while",
 				slog.String("vendor", k.vendor), slog.Duration("for", fallbackFor), slog.String("error", err.Error()))
 		case res.Allowed == 0:
+			// AllowN's RetryAfter is until n units are there, AllowAtMost's
+			// until one is.
 			a.deniedUntil = now.Add(max(res.RetryAfter, lim.interval()))
+			a.deniedUnits = 1
+			if exact {
+				a.deniedUnits = n
+			}
 			f.m.reservation(k.vendor, resultDenied, 0)
 		default:
 			if a.units > 0 && !now.Before(a.expires) {

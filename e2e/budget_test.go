@@ -117,3 +117,31 @@ func TestAccountBudgetQuietAccountUnharmed(t *testing.T) {
 		t.Errorf("noisy answers %v: want 200 calls, the excess (at least 150) answered 429", statuses)
 	}
 }
+
+// TestAccountBudgetInAtlassianPoints: a Confluence budget in points charges
+// each read its estimate (1 + limit): with a burst of 30 points, ten reads
+// of two pages pass and the eleventh is answered locally.
+func TestAccountBudgetInAtlassianPoints(t *testing.T) {
+	e := testenv.StartBroker(t,
+		testenv.WithEnv("BROKER_CONFLUENCE_ACCOUNT_BUDGET", "300/1h"),
+		testenv.WithEnv("BROKER_CONFLUENCE_ACCOUNT_BUDGET_BURST", "30"))
+	e.MustConnect(e.Admin(acme), "confluence", "", "alice", broker.ResultConnected)
+	jwt := e.Token(acme, "svc")
+	before := e.Sim.Counters().Atlassian.APICalls
+	for i := range 10 {
+		if r := e.Get("/proxy/confluence/wiki/api/v2/pages?limit=2", jwt); r.Status != http.StatusOK {
+			t.Fatalf("read %d (3 points of 30): %d %s", i, r.Status, r.Body)
+		}
+	}
+	r := e.Get("/proxy/confluence/wiki/api/v2/pages?limit=2", jwt)
+	if r.Status != http.StatusTooManyRequests || r.Header.Get("X-Broker-Error") != "account_rate_limited" {
+		t.Fatalf("the 11th read: %d %v, want 429 account_rate_limited", r.Status, r.Header)
+	}
+	// 3 points at 300 an hour: 36 s until they are back.
+	if got := r.Header.Get("Retry-After"); got != "36" {
+		t.Errorf("Retry-After = %q, want 36", got)
+	}
+	if saw := e.Sim.Counters().Atlassian.APICalls - before; saw != 10 {
+		t.Errorf("the vendor saw %d reads, want 10", saw)
+	}
+}
