@@ -382,3 +382,37 @@ func TestFleetRetryAfterCoversTheCallsCost(t *testing.T) {
 		t.Fatalf("after its Retry-After the read was refused again: %+v", d)
 	}
 }
+
+// TestFleetReservedUnitsExpire: units a replica reserved and did not use
+// are dropped after their hold (the bound in docs/decisions.md rests on it),
+// and counted.
+func TestFleetReservedUnitsExpire(t *testing.T) {
+	addr := testenv.Redis(t)
+	ck := &clock{t: time.Now()}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limit{Rate: 6000, Period: time.Minute, Burst: 20} // 10 ms a unit: a batch of 10 is held 1 s
+	f := NewFleet(FleetOptions{Client: newClient(t, addr), Limits: map[string]Limit{"servicenow": lim}, Batch: 10, Metrics: m, Now: ck.now})
+	t.Cleanup(f.Close)
+	ctx := context.Background()
+	if !f.Take(ctx, "a", "servicenow", get("/x")).OK {
+		t.Fatal("first call refused")
+	}
+	reserved := func() float64 {
+		return counter(t, reg, "tokenbroker_account_budget_reserved_units_total", "vendor", "servicenow")
+	}
+	for deadline := time.Now().Add(2 * time.Second); reserved() < 11 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // the batch reserved ahead, in the background
+	}
+	if got := reserved(); got != 11 {
+		t.Fatalf("reserved %v units, want 1 for the call and a batch of 10 ahead", got)
+	}
+	ck.add(1100 * time.Millisecond)
+	f.Take(ctx, "a", "servicenow", get("/x"))
+	if got := counter(t, reg, "tokenbroker_account_budget_expired_units_total", "vendor", "servicenow"); got != 10 {
+		t.Fatalf("%v units expired after the hold, want the unused batch of 10", got)
+	}
+}

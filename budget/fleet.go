@@ -69,8 +69,10 @@ type Fleet struct {
 // allowance is what this replica holds of one account's budget for one
 // vendor. Guarded by Fleet.mu.
 type allowance struct {
-	units   int
-	expires time.Time // units are dropped after this
+	units int // the sum of grants
+	// grants are the reservations held, oldest first; each is dropped at
+	// its own expiry, so no unit outlives its hold.
+	grants []grant
 	// deniedUntil: Redis said the account is over budget until then; no
 	// reservation is asked for before it.
 	deniedUntil time.Time
@@ -161,13 +163,10 @@ func (f *Fleet) take(k accountKey, lim Limit, cost int) (Decision, <-chan struct
 	if now.Before(a.fallbackUntil) {
 		return f.local.take(k, lim, cost), nil
 	}
-	if a.units > 0 && !now.Before(a.expires) {
-		f.m.expiredUnits(k.vendor, a.units)
-		a.units = 0
-	}
+	f.m.expiredUnits(k.vendor, a.prune(now))
 	batch := f.batchFor(lim)
 	if a.units >= cost {
-		a.units -= cost
+		a.spend(cost)
 		// Refill ahead: once half a batch is left, reserve the next one so
 		// that a steady caller never finds the allowance empty.
 		if a.units < max(batch/2, cost) && a.reserving == nil && !now.Before(a.deniedUntil) {
@@ -228,12 +227,9 @@ func (f *Fleet) reserve(k accountKey, lim Limit, a *allowance, n int, exact bool
 			}
 			f.m.reservation(k.vendor, resultDenied, 0)
 		default:
-			if a.units > 0 && !now.Before(a.expires) {
-				f.m.expiredUnits(k.vendor, a.units)
-				a.units = 0
-			}
+			f.m.expiredUnits(k.vendor, a.prune(now))
+			a.grants = append(a.grants, grant{n: res.Allowed, expires: now.Add(f.hold(lim))})
 			a.units += res.Allowed
-			a.expires = now.Add(f.hold(lim))
 			result := resultGranted
 			if res.Allowed < n {
 				result = resultPartial
@@ -255,10 +251,44 @@ func (f *Fleet) sweep(now time.Time) {
 	}
 	f.added = 0
 	for k, a := range f.accts {
-		if a.reserving == nil && (a.units == 0 || !now.Before(a.expires)) &&
-			!now.Before(a.deniedUntil) && !now.Before(a.fallbackUntil) {
-			f.m.expiredUnits(k.vendor, a.units)
+		f.m.expiredUnits(k.vendor, a.prune(now))
+		if a.reserving == nil && a.units == 0 && !now.Before(a.deniedUntil) && !now.Before(a.fallbackUntil) {
 			delete(f.accts, k)
+		}
+	}
+}
+
+// grant is one reservation's units still unspent.
+type grant struct {
+	n       int
+	expires time.Time
+}
+
+// prune drops the grants that expired by now and returns how many units
+// they held.
+func (a *allowance) prune(now time.Time) (expired int) {
+	i := 0
+	for i < len(a.grants) && !now.Before(a.grants[i].expires) {
+		expired += a.grants[i].n
+		i++
+	}
+	if i > 0 {
+		a.grants = append(a.grants[:0], a.grants[i:]...)
+		a.units -= expired
+	}
+	return expired
+}
+
+// spend takes n units, oldest first; the caller checked a.units >= n.
+func (a *allowance) spend(n int) {
+	a.units -= n
+	for n > 0 {
+		g := &a.grants[0]
+		take := min(g.n, n)
+		g.n -= take
+		n -= take
+		if g.n == 0 {
+			a.grants = a.grants[1:]
 		}
 	}
 }
