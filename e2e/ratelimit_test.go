@@ -125,6 +125,11 @@ func TestRateLimitWaitMode(t *testing.T) {
 	if r := e.Do(http.MethodGet, incidents, admin, nil, "X-Broker-Max-Wait", "1"); r.Status != http.StatusTooManyRequests {
 		t.Fatalf("a wait shorter than the window: %d", r.Status)
 	}
+	for _, bad := range []string{"soon", "-1", "1.5", "99999999999"} {
+		if r := e.Do(http.MethodGet, incidents, admin, nil, "X-Broker-Max-Wait", bad); r.Status != http.StatusBadRequest || r.ErrorCode() != "invalid_request" {
+			t.Fatalf("X-Broker-Max-Wait %q inside a window: %d %s", bad, r.Status, r.Body)
+		}
+	}
 	r := e.Do(http.MethodGet, incidents, admin, nil, "X-Broker-Max-Wait", "5")
 	if r.Status != http.StatusOK || time.Since(start) < time.Second {
 		t.Fatalf("held call: %d after %v %s", r.Status, time.Since(start), r.Body)
