@@ -215,7 +215,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		Webhooks:     a.webhooks,
 		FlowBinding: httpapi.FlowBinding{
 			Off: cfg.OAuthFlowBinding == "none", Confirm: cfg.OAuthFlowBinding == "confirm",
-			Secure: public.Scheme == "https", MaxAge: cfg.StateTTL,
+			Secure: httpapi.SecureContext(public), MaxAge: cfg.StateTTL,
 		},
 		Admin: console.Handler(),
 		// proxy.Recovery, not gin's: gin's swallows http.ErrAbortHandler,

@@ -80,7 +80,7 @@ var settings = []setting{
 		Description: "lifetime of a one-time OAuth `state`",
 		field:       func(c *Config) any { return &c.StateTTL }},
 	{Env: "BROKER_OAUTH_FLOW_BINDING", Default: "cookie",
-		Description: "`cookie`: the OAuth URL answer sets a per-browser cookie (`__Host-tokenbroker-flow` with an https `BROKER_PUBLIC_URL`) and the callback refuses, with `flow_not_bound`, a browser that does not present it, so an authorize URL approved by someone else connects nothing (consent phishing); `confirm`, for admin UIs that start flows from a backend: the callback parks the granted authorization and the caller that started the flow confirms it (`POST …/oauth2/confirmations/{id}`) after seeing who approved at which instance; `none`: flows are not bound (docs/security.md)",
+		Description: "`cookie`: the OAuth URL answer sets a per-browser cookie (`__Host-tokenbroker-flow` with an https or loopback `BROKER_PUBLIC_URL`) and the callback refuses, with `flow_not_bound`, a browser that does not present it, so an authorize URL approved by someone else connects nothing (consent phishing); `confirm`, for admin UIs that start flows from a backend: the callback parks the granted authorization and the caller that started the flow confirms it (`POST …/oauth2/confirmations/{id}`) after seeing who approved at which instance; `none`: flows are not bound (docs/security.md)",
 		field:       func(c *Config) any { return &c.OAuthFlowBinding }},
 	{Env: "BROKER_MAX_PENDING_FLOWS", Default: "20",
 		Description: "OAuth flows one caller (account and `sub`) may have started and not finished, per replica; one more is `429 too_many_flows` until a callback arrives or a state expires",

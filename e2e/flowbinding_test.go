@@ -56,7 +56,7 @@ func TestCallbackFromAnotherBrowserConnects(t *testing.T) {
 	// the whole host (Path=/), living as long as a state.
 	r := e.Get("/v1/account/integrations/servicenow/oauth2/url?"+e.SNInstance("acme"), admin)
 	ck := r.Header.Get("Set-Cookie")
-	for _, want := range []string{"tokenbroker-flow=", "Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=600"} {
+	for _, want := range []string{"__Host-tokenbroker-flow=", "Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=600"} {
 		if !strings.Contains(ck, want) {
 			t.Errorf("Set-Cookie %q lacks %q", ck, want)
 		}

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"crypto/rand"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -25,12 +27,32 @@ type FlowBinding struct {
 	// callback parks the result until the starter confirms it with its JWT.
 	Confirm bool
 	// Secure names the cookie __Host-tokenbroker-flow with the Secure
-	// attribute, as an https BROKER_PUBLIC_URL allows. Over plain http
-	// (local development, tests) browsers drop Secure cookies, so the cookie
-	// is tokenbroker-flow, without the prefix's guarantees.
+	// attribute, as a SecureContext BROKER_PUBLIC_URL allows. Elsewhere
+	// (plain http to another host) browsers drop Secure cookies, so the
+	// cookie is tokenbroker-flow, without the prefix's guarantees.
 	Secure bool
 	// MaxAge is the OAuth state's lifetime: the cookie outlives no flow.
 	MaxAge time.Duration
+}
+
+// SecureContext reports whether browsers keep a Secure (and so __Host-)
+// cookie from public: https, or plain http to a loopback host, which
+// Chromium (checked by TestConsentPhishingInBrowser's cookie) and Go's
+// cookiejar treat as potentially trustworthy. So the demo and the tests run
+// with the same cookie as production.
+func SecureContext(public *url.URL) bool {
+	if public.Scheme == "https" {
+		return true
+	}
+	if public.Scheme != "http" {
+		return false
+	}
+	host := public.Hostname()
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 const (

@@ -507,8 +507,18 @@ func (b *browser) waitMessage(want, kind string) {
 }
 
 // approve plays the person on the simulator's consent page: pick the user
-// (ServiceNow user_name, Atlassian email) and press Approve.
+// (ServiceNow user_name, Atlassian email) and press Approve; then wait for
+// the signed-in console.
 func (b *browser) approve(login, shot string) {
+	b.t.Helper()
+	b.consent(login, shot)
+	b.waitFor("back on the console", `location.pathname === "/admin/" && document.getElementById("integrations") !== null &&
+		document.getElementById("integrations").getAttribute("aria-busy") === "false" &&
+		document.querySelector("#integrations article") !== null`)
+}
+
+// consent picks login on the simulator's consent page and presses Approve.
+func (b *browser) consent(login, shot string) {
 	b.t.Helper()
 	radio := fmt.Sprintf(`input[type="radio"][name="user"][data-login=%s]`, jsString(login))
 	b.do("the consent page offers "+login, chromedp.WaitVisible(chromedp.CSS(radio)))
@@ -517,9 +527,6 @@ func (b *browser) approve(login, shot string) {
 	}
 	b.do("pick "+login, chromedp.Click(chromedp.CSS(radio)))
 	b.do("press Approve", chromedp.Click(chromedp.CSS(`button[name="action"][value="approve"]`)))
-	b.waitFor("back on the console", `location.pathname === "/admin/" && document.getElementById("integrations") !== null &&
-		document.getElementById("integrations").getAttribute("aria-busy") === "false" &&
-		document.querySelector("#integrations article") !== null`)
 }
 
 // checkLabels: every control on the page has an accessible name.
