@@ -75,3 +75,45 @@ func TestConsentPhishingInBrowser(t *testing.T) {
 		t.Fatalf("the victim's own flow: %+v, %v", c, err)
 	}
 }
+
+// TestConfirmationInBrowser: with BROKER_OAUTH_FLOW_BINDING=confirm (flows
+// started by a backend, whose cookie the approving browser never sees) the
+// callback sends the browser back to the console with a confirmation id;
+// the console shows who approved at which instance and changes nothing
+// until the admin confirms; a rejected one changes nothing at all.
+func TestConfirmationInBrowser(t *testing.T) {
+	env := testenv.StartBroker(t, testenv.WithConsoleReturn(), testenv.WithEnv("BROKER_OAUTH_FLOW_BINDING", "confirm"))
+	admin := env.Admin(account)
+	sn := broker.Key{Account: account, Vendor: "servicenow"}
+	q := "&returnTo=" + url.QueryEscape(env.URL+"/admin/")
+	b := startBrowser(t, env.URL)
+	b.do("open the console", chromedp.Navigate(env.URL+"/admin/#token="+admin))
+	b.do("accept the offered token", chromedp.Click(chromedp.CSS(`#token-offer [data-action="accept-token"]`)))
+
+	// The backend starts the flow; the admin's browser approves it.
+	b.do("open the backend's authorize URL", chromedp.Navigate(env.AuthURL(admin, "servicenow", env.SNInstance("acme")+q)))
+	b.consent("alice", "")
+	b.do("the confirmation is offered", chromedp.WaitVisible(chromedp.CSS(`#confirmation [data-action="confirm-flow"]`)))
+	b.wantText(`#confirmation [data-field="approver-name"]`, "Alice Anderson")
+	b.wantText(`#confirmation [data-field="approver-email"]`, "alice@acme.example")
+	b.wantText(`#confirmation [data-field="approver-instance"]`, env.Sim.ServiceNowURL("acme"))
+	if _, err := env.App.Broker().Store().GetConnection(context.Background(), sn); !errors.Is(err, broker.ErrNotFound) {
+		t.Fatalf("a connection was stored before confirmation (err %v)", err)
+	}
+	b.do("confirm", chromedp.Click(chromedp.CSS(`#confirmation [data-action="confirm-flow"]`)))
+	b.waitMessage("ServiceNow is connected.", "success")
+	b.waitText(`#integrations article[data-vendor="servicenow"] [data-field="user-name"]`, "Alice Anderson")
+
+	// A changeUser approved by bob, rejected: alice stays.
+	b.do("open the changeUser authorize URL", chromedp.Navigate(env.AuthURL(admin, "servicenow", "action=changeUser"+q)))
+	b.consent("bob", "")
+	b.do("the confirmation is offered", chromedp.WaitVisible(chromedp.CSS(`#confirmation [data-action="reject-flow"]`)))
+	b.wantText(`#confirmation [data-field="approver-name"]`, "Bob")
+	b.do("reject", chromedp.Click(chromedp.CSS(`#confirmation [data-action="reject-flow"]`)))
+	b.waitMessage("the authorization was rejected", "success")
+	b.noDialogs()
+	b.noConsoleErrors()
+	if c, err := env.App.Broker().Store().GetConnection(context.Background(), sn); err != nil || c.User.Name != "Alice Anderson" {
+		t.Fatalf("after a rejected changeUser: %+v, %v", c, err)
+	}
+}

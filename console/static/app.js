@@ -554,6 +554,7 @@ function offerToken(t) {
     clearMessage();
     showSession();
     load();
+    showPending();
   });
   dismiss.addEventListener("click", () => {
     offer.hidden = true;
@@ -573,18 +574,74 @@ function takeCallbackResult() {
   const vendor = q.get("vendor") ?? "";
   const result = q.get("result");
   const error = q.get("error");
-  for (const k of ["vendor", "result", "error", "error_description"]) q.delete(k);
+  const confirmation = q.get("confirmation");
+  for (const k of ["vendor", "result", "error", "error_description", "confirmation"]) q.delete(k);
   const rest = q.toString();
   history.replaceState(history.state, "", location.pathname + (rest ? `?${rest}` : ""));
   const v = vendorName(vendor || "The integration");
   if (error) {
     const f = ERROR_TEXT[error];
     showMessage(f ? f(v) : `${v} was not changed: the authorization failed (${error}).`, "error");
+  } else if (result === "pendingConfirmation" && confirmation) {
+    pending = { vendor, id: confirmation };
+    showMessage(`${v} was approved; nothing is changed until you confirm it below.`, "info");
   } else if (result && RESULT_TEXT[result]) {
     showMessage(RESULT_TEXT[result](v), "success");
   } else {
     showMessage(`${v}: ${result}.`, "info");
   }
+}
+
+// pending is a flow the callback parked (BROKER_OAUTH_FLOW_BINDING=confirm)
+// until this admin confirms it: who approved it, at which instance, is shown
+// first, since the approver may not be who the admin expected.
+let pending = null;
+
+async function showPending() {
+  if (!pending || !token) return;
+  const { vendor, id } = pending;
+  pending = null;
+  const name = vendorName(vendor);
+  const path = `v1/account/integrations/${encodeURIComponent(vendor)}/oauth2/confirmations/${encodeURIComponent(id)}`;
+  const panel = $("confirmation");
+  let p;
+  try {
+    p = await api("GET", path);
+  } catch (err) {
+    showMessage(errorText(err, vendor), "error");
+    return;
+  }
+  const by = p.approvedBy ?? {};
+  const confirmBtn = el("button", { type: "button", class: "button primary", "data-action": "confirm-flow" }, `Confirm ${name}`);
+  const rejectBtn = el("button", { type: "button", class: "button secondary", "data-action": "reject-flow" }, "Reject");
+  panel.replaceChildren(
+    el("h2", {}, `${name}: confirm the authorization`),
+    el("p", {}, "Approved at the vendor by ",
+      el("strong", { "data-field": "approver-name" }, String(by.name || by.id || "?")),
+      by.email ? el("span", {}, " (", el("span", { "data-field": "approver-email" }, String(by.email)), ")") : null,
+      " at ", el("strong", { "data-field": "approver-instance" }, String(p.instance?.url ?? "?")), "."),
+    el("p", {}, "Confirm only if this is the vendor account you meant to connect; reject it otherwise (its tokens are revoked)."),
+    el("div", { class: "actions" }, confirmBtn, rejectBtn),
+  );
+  const decide = async (method) => {
+    setBusy(true);
+    try {
+      const res = await api(method, path);
+      panel.hidden = true;
+      panel.replaceChildren();
+      if (method === "DELETE") showMessage(`${name} was not changed: the authorization was rejected.`, "success");
+      else showMessage(RESULT_TEXT[res?.result] ? RESULT_TEXT[res.result](name) : `${name}: ${res?.result}.`, "success");
+      await load();
+    } catch (err) {
+      showMessage(errorText(err, vendor), "error");
+    } finally {
+      setBusy(false);
+    }
+  };
+  confirmBtn.addEventListener("click", () => decide("POST"));
+  rejectBtn.addEventListener("click", () => decide("DELETE"));
+  panel.hidden = false;
+  confirmBtn.focus();
 }
 
 function init() {
@@ -604,6 +661,7 @@ function init() {
     clearMessage();
     showSession();
     load();
+    showPending();
   });
   $("forget-token").addEventListener("click", () => {
     setToken("");
@@ -615,6 +673,7 @@ function init() {
   $("reload").addEventListener("click", () => load());
   showSession();
   load();
+  showPending();
 }
 
 init();
