@@ -160,11 +160,14 @@ func TestConfirmModeParksTheFlow(t *testing.T) {
 		"the starter without admin":    e.Token(acme, "admin@"+acme),
 		"another account":              e.Admin("globex"),
 	} {
-		if r := e.Get(path, jwt); r.Status != http.StatusForbidden && r.Status != http.StatusBadRequest {
+		if r := e.Get(path, jwt); r.Status != http.StatusForbidden || r.ErrorCode() != string(broker.CodeForbidden) {
 			t.Errorf("%s: view %d %s, want 403", name, r.Status, r.Body)
 		}
-		if r := e.Do("POST", path, jwt, nil); r.Status != http.StatusForbidden && r.Status != http.StatusBadRequest {
+		if r := e.Do("POST", path, jwt, nil); r.Status != http.StatusForbidden || r.ErrorCode() != string(broker.CodeForbidden) {
 			t.Errorf("%s: confirm %d %s, want 403", name, r.Status, r.Body)
+		}
+		if r := e.Do("DELETE", path, jwt, nil); r.Status != http.StatusForbidden || r.ErrorCode() != string(broker.CodeForbidden) {
+			t.Errorf("%s: reject %d %s, want 403", name, r.Status, r.Body)
 		}
 	}
 	// The starter sees who approved, at which instance, as often as needed.
