@@ -167,6 +167,37 @@ var alertCases = []alertCase{
 		series: []string{`tokenbroker_store_up{` + tl + `pod="a"} 1x5 0 1x10`},
 		at:     15 * time.Minute,
 	},
+	{
+		name: "most webhook deliveries failing for 15 minutes", alert: "TokenbrokerWebhookDeliveriesFailing",
+		series: []string{
+			`tokenbroker_webhook_deliveries_total{` + tl + `pod="a",result="delivered"} 0+1x40`,
+			`tokenbroker_webhook_deliveries_total{` + tl + `pod="a",result="failed"} 0+1x5 5+9x35`,
+			`tokenbroker_webhook_deliveries_total{` + tl + `pod="a",result="gave_up"} 0x40`,
+		},
+		at: 40 * time.Minute, firing: []string{"namespace=tb,job=tokenbroker"},
+	},
+	{
+		name: "a few failed webhook deliveries do not fire", alert: "TokenbrokerWebhookDeliveriesFailing",
+		series: []string{
+			`tokenbroker_webhook_deliveries_total{` + tl + `pod="a",result="delivered"} 0+10x40`,
+			`tokenbroker_webhook_deliveries_total{` + tl + `pod="a",result="failed"} 0+2x40`,
+		},
+		at: 40 * time.Minute,
+	},
+	{
+		name: "an event waiting over an hour fires", alert: "TokenbrokerWebhookOutboxBacklog",
+		series: []string{
+			// Both replicas report the fleet's outbox: max, not sum.
+			`tokenbroker_webhook_oldest_undelivered_age_seconds{` + tl + `pod="a"} 0+60x90`,
+			`tokenbroker_webhook_oldest_undelivered_age_seconds{` + tl + `pod="b"} 0+60x90`,
+		},
+		at: 80 * time.Minute, firing: []string{"namespace=tb,job=tokenbroker"},
+	},
+	{
+		name: "an outbox that drains does not fire", alert: "TokenbrokerWebhookOutboxBacklog",
+		series: []string{`tokenbroker_webhook_oldest_undelivered_age_seconds{` + tl + `pod="a"} 0+60x50 0x40`},
+		at:     90 * time.Minute,
+	},
 }
 
 func TestAlertsFire(t *testing.T) {

@@ -44,6 +44,8 @@ var wantAlerts = []string{
 	"TokenbrokerRefreshFailures",
 	"TokenbrokerStoreDown",
 	"TokenbrokerVendorPoolLow",
+	"TokenbrokerWebhookDeliveriesFailing",
+	"TokenbrokerWebhookOutboxBacklog",
 }
 
 // dashboardMetrics must each appear in at least one panel: the views the
@@ -62,9 +64,12 @@ var dashboardMetrics = []string{
 	"tokenbroker_account_budget_spent_total",                // per-account budget use
 	"tokenbroker_account_budget_refused_total",              // calls refused over budget
 	"go_gc_gomemlimit_bytes", "go_sched_gomaxprocs_threads", // runtime sizing
-	"tokenbroker_vendor_rate_limited_total",       // vendor 429s
-	"tokenbroker_proxy_local_rate_limited_total",  // local 429s by scope and reason
-	"tokenbroker_vendor_app_pool_remaining_ratio", // the app's pool
+	"tokenbroker_vendor_rate_limited_total",              // vendor 429s
+	"tokenbroker_proxy_local_rate_limited_total",         // local 429s by scope and reason
+	"tokenbroker_vendor_app_pool_remaining_ratio",        // the app's pool
+	"tokenbroker_webhook_deliveries_total",               // deliveries by result
+	"tokenbroker_webhook_outbox_depth",                   // waiting events
+	"tokenbroker_webhook_oldest_undelivered_age_seconds", // oldest waiting event
 }
 
 // targetLabels are attached by Prometheus (and the Prometheus Operator) at
