@@ -24,6 +24,9 @@ type pendingWrite struct {
 	// usedRefresh is the refresh token the stored copy still holds: the write
 	// may be re-applied onto a newer record only while that is unchanged.
 	usedRefresh string
+	// prev is the stored record the result replaces: its write is the
+	// change whose event (recovered, most often) is emitted then.
+	prev Connection
 }
 
 func newPending() *pending { return &pending{m: make(map[Key]pendingWrite)} }
@@ -33,6 +36,7 @@ func (p *pending) put(w pendingWrite) {
 	defer p.mu.Unlock()
 	if cur, ok := p.m[w.conn.Key]; ok {
 		w.usedRefresh = cur.usedRefresh // still what the store holds
+		w.prev = cur.prev
 	}
 	p.m[w.conn.Key] = w
 }
@@ -109,8 +113,8 @@ func (b *Broker) current(ctx context.Context, k Key) (Connection, error) {
 
 // keepPending records a refresh result the store refused for a reason other
 // than a version conflict, and serves it from memory meanwhile.
-func (b *Broker) keepPending(ctx context.Context, next Connection, usedRefresh string, err error) {
-	b.pending.put(pendingWrite{conn: next, usedRefresh: usedRefresh})
+func (b *Broker) keepPending(ctx context.Context, prev, next Connection, usedRefresh string, err error) {
+	b.pending.put(pendingWrite{conn: next, usedRefresh: usedRefresh, prev: prev})
 	b.cacheConn(next)
 	// Other replicas need the new tokens too (Atlassian revokes the old ones
 	// ten minutes after a rotation): announce them, sealed, without a new
@@ -147,12 +151,13 @@ func (b *Broker) flushPending(ctx context.Context) {
 }
 
 func (b *Broker) writePending(ctx context.Context, w pendingWrite) error {
-	next := w.conn
+	next, prev := w.conn, w.prev
 	for attempt := 0; attempt < 5; attempt++ {
 		saved, err := b.store.PutConnection(ctx, next)
 		if err == nil {
 			b.pending.done(next.Key, w)
 			b.stored(ctx, saved)
+			b.changed(ctx, &prev, &saved, "")
 			b.log.InfoContext(ctx, "tokens kept in memory during a store outage are written", "vendor", next.Key.Vendor)
 			return nil
 		}
@@ -176,7 +181,7 @@ func (b *Broker) writePending(ctx context.Context, w pendingWrite) error {
 		merged := latest
 		merged.Tokens, merged.LastRefreshAt, merged.LastError, merged.UpdatedAt =
 			w.conn.Tokens, w.conn.LastRefreshAt, w.conn.LastError, w.conn.UpdatedAt
-		next = merged
+		next, prev = merged, latest
 	}
 	return ErrVersionConflict
 }

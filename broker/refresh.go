@@ -309,7 +309,7 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 			// The vendor has answered: these tokens (a rotated refresh token
 			// included) must not be lost. Serve them and write them later.
 			b.metrics.refresh(v.Name(), "success")
-			b.keepPending(ctx, next, used, err)
+			b.keepPending(ctx, cur, next, used, err)
 			return next, nil
 		}
 		latest, gerr := b.current(ctx, cur.Key)
