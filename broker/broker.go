@@ -210,7 +210,11 @@ func New(o Options) (*Broker, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(reg, o.Vendors, b.cache, b.pending)
+	m, err := newMetrics(reg, o.Vendors, b.cache, b.pending, func(v Vendor) int {
+		return b.cache.count(v.Name(), func(c Connection) bool {
+			return !c.RefreshTokenExpired && b.expiringSoon(v.RefreshTokenExpiry(c.Tokens))
+		})
+	})
 	if err != nil {
 		return nil, err
 	}

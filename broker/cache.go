@@ -132,10 +132,16 @@ func (c *cache) replace(all map[Key]*cached, each func(Connection)) {
 
 // flagged counts flagged connections of one vendor (a gauge, read at scrape).
 func (c *cache) flagged(vendor string) int {
+	return c.count(vendor, func(conn Connection) bool { return conn.RefreshTokenExpired })
+}
+
+// count is how many cached connections of vendor satisfy pred; a scrape-time
+// walk of the cache, which holds every connection of the fleet.
+func (c *cache) count(vendor string, pred func(Connection) bool) int {
 	n := 0
 	c.mu.RLock()
 	for k, e := range c.entries {
-		if k.Vendor == vendor && e.conn.RefreshTokenExpired {
+		if k.Vendor == vendor && pred(e.conn) {
 			n++
 		}
 	}

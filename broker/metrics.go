@@ -19,7 +19,7 @@ type metrics struct {
 func (m *metrics) event(t EventType)     { m.events.WithLabelValues(string(t)).Inc() }
 func (m *metrics) eventLost(t EventType) { m.eventsLost.WithLabelValues(string(t)).Inc() }
 
-func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pending) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pending, expiring func(Vendor) int) (*metrics, error) {
 	m := &metrics{
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_refreshes_total",
@@ -66,7 +66,16 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 			Help:        "Connections (app- and user-level) flagged refreshTokenExpired, by vendor.",
 			ConstLabels: prometheus.Labels{"vendor": name},
 		}, func() float64 { return float64(c.flagged(name)) })
+		soon := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tokenbroker_connections_expiring_soon",
+			Help: "Connections (app- and user-level) whose refresh token reaches its fixed lifetime within " +
+				"BROKER_EXPIRY_WARNING (expiringSoon in the status answer), by vendor.",
+			ConstLabels: prometheus.Labels{"vendor": name},
+		}, func() float64 { return float64(expiring(v)) })
 		if err := reg.Register(flagged); err != nil {
+			return nil, err
+		}
+		if err := reg.Register(soon); err != nil {
 			return nil, err
 		}
 		m.contention.WithLabelValues(name)

@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"net/http"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,3 +128,24 @@ func TestStatusHealthStates(t *testing.T) {
 }
 
 func asString(v any) string { s, _ := v.(string); return s }
+
+// TestExpiringSoonIsAMetric: the connections inside BROKER_EXPIRY_WARNING are
+// counted per vendor for the TokenbrokerIntegrationsExpiringSoon alert, the
+// same ones the status answer marks expiringSoon.
+func TestExpiringSoonIsAMetric(t *testing.T) {
+	e := testenv.StartBroker(t, testenv.WithEnv("BROKER_EXPIRY_WARNING", "2424h"))
+	e.MustConnect(e.Admin(acme), "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
+	e.MustConnect(e.Token(acme, "u1"), "servicenow", "flow=user", "bob", broker.ResultConnected)
+	if st := vendorStatus(t, e, e.Admin(acme), "servicenow"); st["expiringSoon"] != true {
+		t.Fatalf("status: expiringSoon %v, want true", st["expiringSoon"])
+	}
+	m := e.Metrics()
+	for _, want := range []string{
+		`tokenbroker_connections_expiring_soon{vendor="servicenow"} 2`,
+		`tokenbroker_connections_expiring_soon{vendor="confluence"} 0`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

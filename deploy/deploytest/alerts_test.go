@@ -194,6 +194,21 @@ var alertCases = []alertCase{
 		at: 80 * time.Minute, firing: []string{"namespace=tb,job=tokenbroker"},
 	},
 	{
+		name: "connections inside the expiry warning for an hour", alert: "TokenbrokerIntegrationsExpiringSoon",
+		series: []string{
+			// Every replica reports the fleet's count: max, not sum.
+			`tokenbroker_connections_expiring_soon{` + tl + `pod="a",vendor="servicenow"} 3x80`,
+			`tokenbroker_connections_expiring_soon{` + tl + `pod="b",vendor="servicenow"} 3x80`,
+			`tokenbroker_connections_expiring_soon{` + tl + `pod="a",vendor="confluence"} 0x80`,
+		},
+		at: 70 * time.Minute, firing: []string{"vendor=servicenow"},
+	},
+	{
+		name: "connections reconnected in time do not fire", alert: "TokenbrokerIntegrationsExpiringSoon",
+		series: []string{`tokenbroker_connections_expiring_soon{` + tl + `pod="a",vendor="servicenow"} 2x30 0x50`},
+		at:     70 * time.Minute,
+	},
+	{
 		name: "an outbox that drains does not fire", alert: "TokenbrokerWebhookOutboxBacklog",
 		series: []string{`tokenbroker_webhook_oldest_undelivered_age_seconds{` + tl + `pod="a"} 0+60x50 0x40`},
 		at:     90 * time.Minute,
