@@ -28,6 +28,8 @@ const (
 	resRout = "GET /oauth/token/accessible-resources"
 )
 
+var secrets = []string{clientSecret, accessToken, refreshToken, authCode}
+
 var client = broker.ClientCredentials{ClientID: clientID, ClientSecret: clientSecret}
 
 func mustNew(t *testing.T, o confluence.Options) *confluence.Vendor {
@@ -44,14 +46,46 @@ func mustNew(t *testing.T, o confluence.Options) *confluence.Vendor {
 
 func noSecrets(t *testing.T, err error) {
 	t.Helper()
-	if err == nil {
-		return
-	}
-	for _, s := range []string{clientSecret, accessToken, refreshToken, authCode} {
-		if strings.Contains(err.Error(), s) {
-			t.Errorf("error %q contains a secret", err)
-		}
-	}
+	vendortest.NoSecrets(t, err, secrets...)
+}
+
+// TestConformance runs the suite every vendor passes, against a fake
+// Atlassian that answers as auth.atlassian.com and api.atlassian.com do
+// (VENDORS.md).
+func TestConformance(t *testing.T) {
+	site := entry(acmeID, "acme", "https://acme.example.com", "read:confluence-content.all", "write:confluence-content")
+	vendortest.Run(t, vendortest.Fixture{
+		New: func(t *testing.T, srv *vendortest.Server, client broker.ClientCredentials) broker.Vendor {
+			return mustNew(t, confluence.Options{Client: client, AuthURL: srv.URL, APIURL: srv.URL, HTTPClient: srv.Client()})
+		},
+		Instance: func(*testing.T, *vendortest.Server, broker.Vendor) broker.Instance {
+			return broker.Instance{CloudID: acmeID, BaseURL: "https://acme.example.com", Host: "acme.example.com", Name: "acme"}
+		},
+		AuthPath:  "/authorize",
+		TokenPath: "/oauth/token",
+		// Every refresh rotates the refresh token.
+		TokenAnswer: `{"access_token":"atl-new-access","refresh_token":"atl-rotated-refresh","expires_in":3600,"scope":"offline_access read:me","token_type":"Bearer"}`,
+		TokenErrors: []vendortest.TokenError{
+			{Name: "dead refresh token", Status: 403, Body: `{"error":"invalid_grant","error_description":"Unknown or invalid refresh token."}`, Class: broker.ClassDead},
+			{Name: "bad client credentials", Status: 401, Body: `{"error":"access_denied","error_description":"Unauthorized"}`, Class: broker.ClassClientConfig},
+			{Name: "unauthorized client", Status: 403, Body: `{"error":"unauthorized_client","error_description":"client is not authorized"}`, Class: broker.ClassClientConfig},
+			{Name: "points limit", Status: 429, Header: map[string]string{"Retry-After": "45", "X-RateLimit-Limit": "65000", "X-RateLimit-Remaining": "0", "RateLimit-Reason": "jira-quota-global-based"},
+				Body: `{"code":429,"message":"Rate limit exceeded"}`, Class: broker.ClassTransient, RetryAfter: 45 * time.Second},
+		},
+		Identity: map[string]vendortest.Reply{meRoute: vendortest.JSON(meAnswer), resRout: resources(acmeJira, site)},
+		User:     broker.User{ID: "5b10ac8d82e05b22cc7d4ef5", Name: "Mia Krystof", Email: "mia@example.com"},
+		Mismatch: []vendortest.Mismatch{
+			{Name: "stored site not reachable", Want: broker.Instance{CloudID: acmeID, BaseURL: "https://acme.example.com"},
+				Replies: map[string]vendortest.Reply{meRoute: vendortest.JSON(meAnswer), resRout: resources(betaConf)}},
+			{Name: "stored site reachable only in Jira", Want: broker.Instance{CloudID: acmeID},
+				Replies: map[string]vendortest.Reply{meRoute: vendortest.JSON(meAnswer), resRout: resources(acmeJira, betaConf)}},
+			{Name: "named URL not reachable", Want: broker.Instance{BaseURL: "https://acme.example.com"},
+				Replies: map[string]vendortest.Reply{meRoute: vendortest.JSON(meAnswer), resRout: resources(betaConf)}},
+			{Name: "no Confluence site", Replies: map[string]vendortest.Reply{meRoute: vendortest.JSON(meAnswer), resRout: resources(jiraOnly)}},
+		},
+		ValidInstances:   []string{acmeID, "https://acme.atlassian.net/"},
+		HostileInstances: []string{"http://acme.atlassian.net", "acme.atlassian.net", acmeID[:35], "{" + acmeID + "}"},
+	})
 }
 
 func TestNew(t *testing.T) {
@@ -155,9 +189,6 @@ func TestAuthURL(t *testing.T) {
 	for _, pkce := range []bool{true, false} {
 		v := mustNew(t, confluence.Options{PKCE: pkce, AuthURL: "https://auth.example.test/"})
 		cfg := v.OAuthConfig(broker.Instance{CloudID: acmeID}, client, redirectURL)
-		if cfg.Endpoint.AuthStyle != oauth2.AuthStyleInParams {
-			t.Errorf("AuthStyle = %v, want AuthStyleInParams", cfg.Endpoint.AuthStyle)
-		}
 		verifier := oauth2.GenerateVerifier()
 		opts := v.AuthCodeOptions()
 		if v.PKCE() {
@@ -184,42 +215,6 @@ func TestAuthURL(t *testing.T) {
 		}
 		if len(q) != len(want) {
 			t.Errorf("pkce=%v: authorize query %v has parameters beyond %v", pkce, q, want)
-		}
-	}
-}
-
-func TestTokenRequests(t *testing.T) {
-	srv := vendortest.NewServer(t, map[string]vendortest.Reply{
-		"POST /oauth/token": vendortest.JSON(`{"access_token":"` + accessToken + `","refresh_token":"rotated-refresh","expires_in":3600,"scope":"offline_access read:me","token_type":"Bearer"}`),
-	})
-	v := mustNew(t, confluence.Options{AuthURL: srv.URL, PKCE: true})
-	cfg := v.OAuthConfig(broker.Instance{}, client, redirectURL)
-	ctx := broker.HTTPClientContext(t.Context(), srv.Client())
-
-	verifier := oauth2.GenerateVerifier()
-	if _, err := cfg.Exchange(ctx, authCode, oauth2.VerifierOption(verifier)); err != nil {
-		t.Fatalf("Exchange: %v", err)
-	}
-	tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
-	if err != nil {
-		t.Fatalf("refresh: %v", err)
-	}
-	if tok.RefreshToken != "rotated-refresh" {
-		t.Errorf("refresh token = %q, want the rotated one", tok.RefreshToken)
-	}
-	reqs := srv.Requests()
-	if len(reqs) != 2 {
-		t.Fatalf("%d token requests, want 2 (one per grant, no second try)", len(reqs))
-	}
-	for i, want := range []map[string]string{
-		{"grant_type": "authorization_code", "code": authCode, "redirect_uri": redirectURL, "code_verifier": verifier},
-		{"grant_type": "refresh_token", "refresh_token": refreshToken},
-	} {
-		vendortest.CheckClientInBody(t, reqs[i], clientID, clientSecret)
-		for k, w := range want {
-			if got := reqs[i].Form.Get(k); got != w {
-				t.Errorf("request %d %s = %q, want %q", i, k, got, w)
-			}
 		}
 	}
 }
@@ -379,32 +374,6 @@ func TestIdentify(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
-
-func TestIdentifyRefusesRedirects(t *testing.T) {
-	other := vendortest.NewServer(t, map[string]vendortest.Reply{meRoute: vendortest.JSON(meAnswer)})
-	srv := vendortest.NewServer(t, map[string]vendortest.Reply{
-		meRoute: {Status: 302, Header: map[string]string{"Location": other.URL + "/me"}},
-	})
-	v := mustNew(t, confluence.Options{APIURL: srv.URL, HTTPClient: srv.Client()})
-	if _, _, err := v.Identify(t.Context(), broker.Instance{}, &oauth2.Token{AccessToken: accessToken}); err == nil {
-		t.Error("Identify followed a redirect")
-	}
-	if n := len(other.Requests()); n != 0 {
-		t.Errorf("the bearer token reached another host %d times", n)
-	}
-}
-
-func TestRevokeIsANoOp(t *testing.T) {
-	srv := vendortest.NewServer(t, nil)
-	v := mustNew(t, confluence.Options{AuthURL: srv.URL, APIURL: srv.URL, HTTPClient: srv.Client()})
-	c := broker.Connection{Instance: acmeInst, Tokens: broker.Tokens{AccessToken: accessToken, RefreshToken: refreshToken}}
-	if err := v.Revoke(t.Context(), c, client); err != nil {
-		t.Errorf("Revoke: %v", err)
-	}
-	if n := len(srv.Requests()); n != 0 {
-		t.Errorf("Revoke sent %d requests", n)
-	}
-}
 
 func TestAPIBase(t *testing.T) {
 	v := mustNew(t, confluence.Options{})

@@ -1,6 +1,7 @@
 // Package vendortest holds what the vendor packages' tests share: a fake
-// vendor that answers canned replies and records every request, and checks
-// of what x/oauth2 sends to a token endpoint.
+// vendor that answers canned replies and records every request, checks of
+// what x/oauth2 sends to a token endpoint, and the conformance suite every
+// vendor passes (Run).
 package vendortest
 
 import (
@@ -47,6 +48,9 @@ func Status(status int, body string) Reply {
 type Server struct {
 	*httptest.Server
 
+	// hang, when set, makes every request wait for its caller to give up.
+	hang <-chan struct{}
+
 	mu      sync.Mutex
 	replies map[string]Reply
 	reqs    []Request
@@ -56,7 +60,21 @@ type Server struct {
 // replies (404 for anything else) and stops it when the test ends.
 func NewServer(t testing.TB, replies map[string]Reply) *Server {
 	t.Helper()
-	s := &Server{replies: make(map[string]Reply, len(replies))}
+	return newServer(t, replies, nil)
+}
+
+// NewHangingServer starts a fake vendor that records every request and
+// answers none until the caller gives up (or the test ends).
+func NewHangingServer(t testing.TB) *Server {
+	t.Helper()
+	release := make(chan struct{})
+	s := newServer(t, nil, release)
+	t.Cleanup(func() { close(release) }) // runs before s.Close, which waits for handlers
+	return s
+}
+
+func newServer(t testing.TB, replies map[string]Reply, hang <-chan struct{}) *Server {
+	s := &Server{replies: make(map[string]Reply, len(replies)), hang: hang}
 	for k, v := range replies {
 		s.replies[k] = v
 	}
@@ -75,6 +93,13 @@ func NewServer(t testing.TB, replies map[string]Reply) *Server {
 		s.reqs = append(s.reqs, rec)
 		rep, ok := s.replies[r.Method+" "+r.URL.Path]
 		s.mu.Unlock()
+		if s.hang != nil {
+			select {
+			case <-r.Context().Done():
+			case <-s.hang:
+			}
+			return
+		}
 		if !ok {
 			rep = Status(http.StatusNotFound, `{"error":"not found"}`)
 		}
