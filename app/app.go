@@ -35,8 +35,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/store/instrumented"
 	"github.com/tokenbroker/tokenbroker/store/sealed"
-	"github.com/tokenbroker/tokenbroker/vendors/confluence"
-	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
 	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
 	"github.com/tokenbroker/tokenbroker/webhook"
 )
@@ -135,7 +133,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	// The one client for every call to a vendor other than the proxy's:
 	// token endpoints, identity and revoke. It never follows redirects.
 	vendorClient := vendorhttp.NoRedirects(&http.Client{Timeout: cfg.VendorTimeout, Transport: vendorTransport(dial.DialContext)})
-	vendors, err := buildVendors(cfg, vendorClient)
+	vs, err := buildVendors(cfg, vendorClient)
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +149,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		fleet = p.fleet
 	}
 	a.broker, err = broker.New(broker.Options{
-		Store: a.store, Vendors: vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
+		Store: a.store, Vendors: vs.vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
 		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, MaxPendingFlows: int(cfg.MaxPendingFlows), RefreshMargin: cfg.RefreshMargin,
 		VendorTimeout: cfg.VendorTimeout, StoreBudget: cfg.StoreTimeout, RetryAfterMax: cfg.RetryAfterMax,
 		ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks, Fleet: fleet, FleetAckTimeout: cfg.FleetAckTimeout,
@@ -168,21 +166,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		return nil, fmt.Errorf("caller authentication: %w", err)
 	}
 
-	policies := map[string]proxy.VendorPolicy{}
-	for _, v := range vendors {
-		policies[v.Name()] = proxy.VendorPolicy{}
-	}
-	// Atlassian's gateway may answer an expired token with 403 (v1) or 404
-	// (v2) instead of 401 (VENDORS.md).
-	// Its scope-mismatch 401 is not an expired token: a refresh cannot cure it.
-	policies["confluence"] = proxy.VendorPolicy{
-		NearExpiryStatuses: []int{http.StatusForbidden, http.StatusNotFound},
-		NearExpiry:         time.Minute,
-		NotExpired: func(status int, h http.Header) bool {
-			return status == http.StatusUnauthorized && h.Get("X-Failure-Category") == "FAILURE_CLIENT_SCOPE_CHECK"
-		},
-	}
-	limits, err := newLimiter(ctx, cfg, raw, vendors, log, a.reg, now)
+	policies := vs.policies
+	limits, err := newLimiter(ctx, cfg, raw, vs.rateLimits, log, a.reg, now)
 	if err != nil {
 		return nil, fmt.Errorf("rate limits: %w", err)
 	}
@@ -265,33 +250,6 @@ func previousKeys(cfg *config.Config) ([][]byte, error) {
 		return nil, fmt.Errorf("BROKER_ENCRYPTION_PREVIOUS_KEYS: %w", err)
 	}
 	return keys, nil
-}
-
-func buildVendors(cfg *config.Config, hc *http.Client) ([]broker.Vendor, error) {
-	sn, err := servicenow.New(servicenow.Options{
-		Client:               broker.ClientCredentials{ClientID: cfg.ServiceNowClientID, ClientSecret: cfg.ServiceNowClientSecret.Reveal()},
-		AllowedHosts:         cfg.ServiceNowAllowedHosts,
-		AllowInsecure:        cfg.AllowInsecureVendorURLs,
-		PKCE:                 cfg.ServiceNowPKCE,
-		Scopes:               cfg.ServiceNowScopes,
-		RefreshTokenLifetime: cfg.ServiceNowRefreshTokenLifetime,
-		HTTPClient:           hc,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("servicenow: %w", err)
-	}
-	cf, err := confluence.New(confluence.Options{
-		Client:     broker.ClientCredentials{ClientID: cfg.ConfluenceClientID, ClientSecret: cfg.ConfluenceClientSecret.Reveal()},
-		AuthURL:    cfg.ConfluenceAuthURL,
-		APIURL:     cfg.ConfluenceAPIURL,
-		Scopes:     cfg.ConfluenceScopes,
-		PKCE:       cfg.ConfluencePKCE,
-		HTTPClient: hc,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("confluence: %w", err)
-	}
-	return []broker.Vendor{sn, cf}, nil
 }
 
 // vendorDialTimeout is the proxy's connect timeout (proxy/transport.go says

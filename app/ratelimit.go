@@ -19,17 +19,9 @@ const fanoutTopic = "ratelimit"
 // newLimiter builds the vendors' rate-limit state. On the production store
 // windows travel between replicas through a Redis fan-out with
 // confirmations; on the embedded store (one replica) they stay in memory.
-func newLimiter(ctx context.Context, cfg *config.Config, raw broker.Store, vendors []broker.Vendor,
+// vo is each vendor's options (its package's Config.RateLimits).
+func newLimiter(ctx context.Context, cfg *config.Config, raw broker.Store, vo map[string]ratelimit.VendorOptions,
 	log *slog.Logger, reg prometheus.Registerer, now func() time.Time) (*ratelimit.Limiter, error) {
-	vo := make(map[string]ratelimit.VendorOptions, len(vendors))
-	for _, v := range vendors {
-		vo[v.Name()] = ratelimit.VendorOptions{}
-	}
-	if _, ok := vo["servicenow"]; ok {
-		// An exhausted inbound integration semaphore answers 429 without
-		// headers (VENDORS.md): the instance's, not one user's.
-		vo["servicenow"] = ratelimit.VendorOptions{Headerless: ratelimit.KindInstance}
-	}
 	ps, production := raw.(productionStore)
 	fleet := &fanoutFleet{}
 	o := ratelimit.Options{

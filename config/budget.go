@@ -22,36 +22,30 @@ func (c *Config) AccountBudgets() (map[string]budget.Limit, error) {
 	if c.AccountBudgetBatch < 1 || c.AccountBudgetBatch > maxAccountBudgetBatch {
 		return nil, fieldErrorf("BROKER_ACCOUNT_BUDGET_BATCH", "must be 1 to %d, got %d", maxAccountBudgetBatch, c.AccountBudgetBatch)
 	}
-	var unit budget.Unit
-	switch c.ConfluenceAccountBudgetUnit {
-	case "points":
-		unit = budget.Points
-	case "requests":
-		unit = budget.Requests
-	default:
-		return nil, fieldErrorf("BROKER_CONFLUENCE_ACCOUNT_BUDGET_UNIT", "invalid unit %q (want points or requests)", c.ConfluenceAccountBudgetUnit)
-	}
 	out := map[string]budget.Limit{}
-	for _, v := range []struct {
-		name, env, value string
-		burst            int64
-		unit             budget.Unit
-	}{
-		{"servicenow", "BROKER_SERVICENOW_ACCOUNT_BUDGET", c.ServiceNowAccountBudget, c.ServiceNowAccountBudgetBurst, budget.Requests},
-		{"confluence", "BROKER_CONFLUENCE_ACCOUNT_BUDGET", c.ConfluenceAccountBudget, c.ConfluenceAccountBudgetBurst, unit},
-	} {
-		if v.burst < 0 {
-			return nil, fieldErrorf(v.env+"_BURST", "must not be negative, got %d", v.burst)
+	for _, vendor := range c.Vendors {
+		v := vendor.Budget()
+		var unit budget.Unit
+		switch v.Unit {
+		case "points":
+			unit = budget.Points
+		case "requests":
+			unit = budget.Requests
+		default:
+			return nil, fieldErrorf(v.Env+"_UNIT", "invalid unit %q (want points or requests)", v.Unit)
 		}
-		if v.value == "" {
+		if v.Burst < 0 {
+			return nil, fieldErrorf(v.Env+"_BURST", "must not be negative, got %d", v.Burst)
+		}
+		if v.Value == "" {
 			continue
 		}
-		l, err := parseBudget(v.value)
+		l, err := parseBudget(v.Value)
 		if err != nil {
-			return nil, fieldErrorf(v.env, "%q: %s (want <units>/<period>, e.g. 5900/1h)", v.value, err)
+			return nil, fieldErrorf(v.Env, "%q: %s (want <units>/<period>, e.g. 5900/1h)", v.Value, err)
 		}
-		l.Unit = v.unit
-		l.Burst = int(v.burst)
+		l.Unit = unit
+		l.Burst = int(v.Burst)
 		if l.Burst == 0 {
 			l.Burst = max(l.Rate/10, 1)
 			if l.Unit == budget.Points {
@@ -60,12 +54,12 @@ func (c *Config) AccountBudgets() (map[string]budget.Limit, error) {
 			l.Burst = min(l.Burst, l.Rate)
 		}
 		if l.Burst > l.Rate {
-			return nil, fieldErrorf(v.env+"_BURST", "%d is more than the budget %d itself", l.Burst, l.Rate)
+			return nil, fieldErrorf(v.Env+"_BURST", "%d is more than the budget %d itself", l.Burst, l.Rate)
 		}
 		if err := l.Validate(); err != nil {
-			return nil, fieldErrorf(v.env, "%q: %s", v.value, err)
+			return nil, fieldErrorf(v.Env, "%q: %s", v.Value, err)
 		}
-		out[v.name] = l
+		out[vendor.Name()] = l
 	}
 	return out, nil
 }

@@ -6,13 +6,14 @@
 package config
 
 import (
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tokenbroker/tokenbroker/config/setting"
 )
 
 // Config is the broker's whole configuration. Build it with Load; a Config
@@ -93,27 +94,13 @@ type Config struct {
 	RateLimitBackoffMax     time.Duration
 	RateLimitShareTimeout   time.Duration
 
-	// Account budgets: "" is none; see AccountBudgets.
-	ServiceNowAccountBudget      string
-	ServiceNowAccountBudgetBurst int64
-	ConfluenceAccountBudget      string
-	ConfluenceAccountBudgetBurst int64
-	ConfluenceAccountBudgetUnit  string
-	AccountBudgetBatch           int64
+	// AccountBudgetBatch is how many budget units a replica reserves at a
+	// time; each vendor's budget is in its settings (see AccountBudgets).
+	AccountBudgetBatch int64
 
-	ServiceNowClientID             string
-	ServiceNowClientSecret         Secret
-	ServiceNowAllowedHosts         []string // lower case host patterns
-	ServiceNowPKCE                 bool
-	ServiceNowScopes               []string
-	ServiceNowRefreshTokenLifetime time.Duration
-
-	ConfluenceClientID     string
-	ConfluenceClientSecret Secret
-	ConfluenceAuthURL      string // no trailing slash
-	ConfluenceAPIURL       string // no trailing slash
-	ConfluenceScopes       []string
-	ConfluencePKCE         bool
+	// Vendors are the vendors' own settings (BROKER_<VENDOR>_*), one per
+	// entry of the vendor list (vendors.go), in its order.
+	Vendors []Vendor
 }
 
 // Production reports whether the shared stores (Vault and Redis) are
@@ -135,8 +122,8 @@ func Load(getenv func(string) string) (*Config, error) {
 			return nil, err
 		}
 	}
-	c := &Config{}
-	for _, s := range settings {
+	c := newConfig()
+	for _, s := range allSettings() {
 		raw := strings.TrimSpace(getenv(s.Env))
 		if raw == "" {
 			// A key present in the file wins over the default even when
@@ -160,13 +147,13 @@ func Load(getenv func(string) string) (*Config, error) {
 // normalize spares every consumer from handling trailing slashes and case in
 // values that are joined to paths or compared with hosts.
 func (c *Config) normalize() {
-	for _, p := range []*string{&c.PublicURL, &c.VaultAddr, &c.ConfluenceAuthURL, &c.ConfluenceAPIURL} {
+	for _, p := range []*string{&c.PublicURL, &c.VaultAddr} {
 		*p = strings.TrimRight(*p, "/")
 	}
 	c.VaultMount = strings.Trim(c.VaultMount, "/")
 	c.VaultPrefix = strings.Trim(c.VaultPrefix, "/")
-	for i, h := range c.ServiceNowAllowedHosts {
-		c.ServiceNowAllowedHosts[i] = strings.ToLower(h)
+	for _, v := range c.Vendors {
+		v.Normalize()
 	}
 }
 
@@ -189,9 +176,10 @@ func readFile(path string) (map[string]string, error) {
 	if root.Kind != yaml.MappingNode {
 		return nil, fieldErrorf(envConfigFile, "%s:%d: want a mapping of keys to values", path, root.Line)
 	}
-	byKey := make(map[string]*setting, len(settings))
-	for i := range settings {
-		if s := &settings[i]; !s.envOnly {
+	all := allSettings()
+	byKey := make(map[string]*entry, len(all))
+	for i := range all {
+		if s := &all[i]; !s.envOnly {
 			byKey[s.fileKey()] = s
 		}
 	}
@@ -234,17 +222,6 @@ func readFile(path string) (map[string]string, error) {
 }
 
 // fieldError is a configuration error: the variable, then what is wrong.
-type fieldError struct {
-	Env string
-	Msg string
-}
+type fieldError = setting.FieldError
 
-func (e *fieldError) Error() string {
-	// One line per error is the contract; a wrapped library error must not
-	// break it.
-	return e.Env + ": " + strings.ReplaceAll(e.Msg, "\n", "; ")
-}
-
-func fieldErrorf(env, format string, args ...any) error {
-	return &fieldError{Env: env, Msg: fmt.Sprintf(format, args...)}
-}
+func fieldErrorf(env, format string, args ...any) error { return setting.Errorf(env, format, args...) }

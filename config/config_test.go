@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tokenbroker/tokenbroker/vendors/confluence"
+	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef" // 32 bytes
@@ -64,52 +67,58 @@ func TestLoadDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		ListenAddr:                     "127.0.0.1:8080",
-		MetricsAddr:                    "127.0.0.1:9090",
-		PublicURL:                      "http://127.0.0.1:8080",
-		ShutdownTimeout:                30 * time.Second,
-		ShutdownGrace:                  5 * time.Second,
-		LogLevel:                       slog.LevelInfo,
-		LogFormat:                      "json",
-		AuthHS256Secret:                testSecret,
-		AuthClockSkew:                  30 * time.Second,
-		ProxyActForUsersRole:           "act-for-users",
-		StateTTL:                       10 * time.Minute,
-		OAuthFlowBinding:               "cookie",
-		MaxPendingFlows:                20,
-		DataDir:                        "./data",
-		VaultMount:                     "secret",
-		VaultPrefix:                    "tokenbroker",
-		RedisPrefix:                    "tokenbroker",
-		VaultKubernetesTokenPath:       "/var/run/secrets/kubernetes.io/serviceaccount/token",
-		StoreTimeout:                   5 * time.Second,
-		RetryAfterMax:                  5 * time.Minute,
-		FleetAckTimeout:                time.Second,
-		VendorTimeout:                  30 * time.Second,
-		RefreshMargin:                  5 * time.Minute,
-		ExpiryWarning:                  14 * 24 * time.Hour,
-		WebhookRetryPeriod:             24 * time.Hour,
-		WebhookMinBackoff:              5 * time.Second,
-		WebhookMaxBackoff:              10 * time.Minute,
-		ProxyMaxReplayBody:             1 << 20,
-		ProxyMaxReplayMemory:           64 << 20,
-		ConfluenceAccountBudgetUnit:    "points",
-		AccountBudgetBatch:             10,
-		RateLimitMode:                  "local",
-		RateLimitMaxWait:               10 * time.Second,
-		RateLimitBackoffMax:            30 * time.Second,
-		RateLimitShareTimeout:          250 * time.Millisecond,
-		ServiceNowAllowedHosts:         []string{"*.service-now.com"},
-		ServiceNowPKCE:                 true,
-		ServiceNowScopes:               []string{"useraccount"},
-		ServiceNowRefreshTokenLifetime: 100 * 24 * time.Hour,
-		ConfluenceAuthURL:              "https://auth.atlassian.com",
-		ConfluenceAPIURL:               "https://api.atlassian.com",
-		ConfluenceScopes: []string{"offline_access", "read:me", "read:confluence-content.all", "read:confluence-content.summary",
-			"read:confluence-space.summary", "write:confluence-content", "search:confluence", "write:confluence-file",
-			"readonly:content.attachment:confluence", "read:page:confluence", "write:page:confluence", "delete:page:confluence",
-			"read:space:confluence", "read:attachment:confluence", "delete:attachment:confluence"},
-		ConfluencePKCE: true,
+		ListenAddr:               "127.0.0.1:8080",
+		MetricsAddr:              "127.0.0.1:9090",
+		PublicURL:                "http://127.0.0.1:8080",
+		ShutdownTimeout:          30 * time.Second,
+		ShutdownGrace:            5 * time.Second,
+		LogLevel:                 slog.LevelInfo,
+		LogFormat:                "json",
+		AuthHS256Secret:          testSecret,
+		AuthClockSkew:            30 * time.Second,
+		ProxyActForUsersRole:     "act-for-users",
+		StateTTL:                 10 * time.Minute,
+		OAuthFlowBinding:         "cookie",
+		MaxPendingFlows:          20,
+		DataDir:                  "./data",
+		VaultMount:               "secret",
+		VaultPrefix:              "tokenbroker",
+		RedisPrefix:              "tokenbroker",
+		VaultKubernetesTokenPath: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+		StoreTimeout:             5 * time.Second,
+		RetryAfterMax:            5 * time.Minute,
+		FleetAckTimeout:          time.Second,
+		VendorTimeout:            30 * time.Second,
+		RefreshMargin:            5 * time.Minute,
+		ExpiryWarning:            14 * 24 * time.Hour,
+		WebhookRetryPeriod:       24 * time.Hour,
+		WebhookMinBackoff:        5 * time.Second,
+		WebhookMaxBackoff:        10 * time.Minute,
+		ProxyMaxReplayBody:       1 << 20,
+		ProxyMaxReplayMemory:     64 << 20,
+		AccountBudgetBatch:       10,
+		RateLimitMode:            "local",
+		RateLimitMaxWait:         10 * time.Second,
+		RateLimitBackoffMax:      30 * time.Second,
+		RateLimitShareTimeout:    250 * time.Millisecond,
+		Vendors: []Vendor{
+			&servicenow.Config{
+				AllowedHosts:         []string{"*.service-now.com"},
+				PKCE:                 true,
+				Scopes:               []string{"useraccount"},
+				RefreshTokenLifetime: 100 * 24 * time.Hour,
+			},
+			&confluence.Config{
+				AuthURL: "https://auth.atlassian.com",
+				APIURL:  "https://api.atlassian.com",
+				Scopes: []string{"offline_access", "read:me", "read:confluence-content.all", "read:confluence-content.summary",
+					"read:confluence-space.summary", "write:confluence-content", "search:confluence", "write:confluence-file",
+					"readonly:content.attachment:confluence", "read:page:confluence", "write:page:confluence", "delete:page:confluence",
+					"read:space:confluence", "read:attachment:confluence", "delete:attachment:confluence"},
+				PKCE:              true,
+				AccountBudgetUnit: "points",
+			},
+		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("defaults (-want +got):\n%s", diff)
@@ -142,10 +151,10 @@ func TestLoadEnvOverridesFile(t *testing.T) {
 	want := validYAMLConfig()
 	want.ListenAddr = "127.0.0.1:18080"
 	want.LogLevel = slog.LevelWarn
-	want.ServiceNowPKCE = true
+	want.Vendor("servicenow").(*servicenow.Config).PKCE = true
 	want.ReturnURLs = []string{"https://env.example.com/done", "https://env2.example.com/"}
 	want.VaultToken = "env-vault-token"
-	want.ServiceNowScopes = []string{"useraccount", "admin"}
+	want.Vendor("servicenow").(*servicenow.Config).Scopes = []string{"useraccount", "admin"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("valid.yaml + overrides.env (-want +got):\n%s", diff)
 	}
@@ -154,61 +163,67 @@ func TestLoadEnvOverridesFile(t *testing.T) {
 // validYAMLConfig is what testdata/valid.yaml says, after normalisation.
 func validYAMLConfig() *Config {
 	return &Config{
-		ConfigFile:                     "testdata/valid.yaml",
-		ListenAddr:                     "0.0.0.0:8443",
-		MetricsAddr:                    "0.0.0.0:9443",
-		PublicURL:                      "https://broker.example.com",
-		ShutdownTimeout:                45 * time.Second,
-		ShutdownGrace:                  5 * time.Second,
-		LogLevel:                       slog.LevelDebug,
-		LogFormat:                      "text",
-		AuthJWKSURL:                    "https://idp.example.com/.well-known/jwks.json",
-		AuthIssuer:                     "https://idp.example.com/",
-		AuthAudience:                   "tokenbroker",
-		AuthClockSkew:                  30 * time.Second,
-		ReturnURLs:                     []string{"https://app.example.com/settings/integrations", "https://admin.example.com/"},
-		ProxyActForUsersRole:           "act-for-users",
-		StateTTL:                       5 * time.Minute,
-		OAuthFlowBinding:               "cookie",
-		MaxPendingFlows:                20,
-		DataDir:                        "./data",
-		RedisURL:                       "rediss://:file-redis-password@redis.example.com:6380/0",
-		VaultAddr:                      "https://vault.example.com:8200",
-		VaultToken:                     "file-vault-token",
-		VaultMount:                     "kv",
-		VaultPrefix:                    "brokers/prod",
-		RedisPrefix:                    "tokenbroker",
-		VaultKubernetesTokenPath:       "/var/run/secrets/kubernetes.io/serviceaccount/token",
-		EncryptionKey:                  "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-		StoreTimeout:                   5 * time.Second,
-		RetryAfterMax:                  5 * time.Minute,
-		FleetAckTimeout:                time.Second,
-		VendorTimeout:                  20 * time.Second,
-		RefreshMargin:                  10 * time.Minute,
-		ExpiryWarning:                  14 * 24 * time.Hour,
-		WebhookRetryPeriod:             24 * time.Hour,
-		WebhookMinBackoff:              5 * time.Second,
-		WebhookMaxBackoff:              10 * time.Minute,
-		ProxyMaxReplayBody:             65536,
-		ProxyMaxReplayMemory:           64 << 20,
-		ConfluenceAccountBudgetUnit:    "points",
-		AccountBudgetBatch:             10,
-		RateLimitMode:                  "local",
-		RateLimitMaxWait:               10 * time.Second,
-		RateLimitBackoffMax:            30 * time.Second,
-		RateLimitShareTimeout:          250 * time.Millisecond,
-		ServiceNowClientID:             "sn-client",
-		ServiceNowClientSecret:         "file-servicenow-secret",
-		ServiceNowAllowedHosts:         []string{"*.service-now.com", "support.example.com:8443"},
-		ServiceNowPKCE:                 false,
-		ServiceNowScopes:               nil,
-		ServiceNowRefreshTokenLifetime: 720 * time.Hour,
-		ConfluenceClientID:             "atl-client",
-		ConfluenceClientSecret:         "file-confluence-secret",
-		ConfluenceAuthURL:              "https://auth.atlassian.com",
-		ConfluenceAPIURL:               "https://api.atlassian.com",
-		ConfluenceScopes:               []string{"offline_access", "read:me", "read:page:confluence"},
-		ConfluencePKCE:                 false,
+		ConfigFile:               "testdata/valid.yaml",
+		ListenAddr:               "0.0.0.0:8443",
+		MetricsAddr:              "0.0.0.0:9443",
+		PublicURL:                "https://broker.example.com",
+		ShutdownTimeout:          45 * time.Second,
+		ShutdownGrace:            5 * time.Second,
+		LogLevel:                 slog.LevelDebug,
+		LogFormat:                "text",
+		AuthJWKSURL:              "https://idp.example.com/.well-known/jwks.json",
+		AuthIssuer:               "https://idp.example.com/",
+		AuthAudience:             "tokenbroker",
+		AuthClockSkew:            30 * time.Second,
+		ReturnURLs:               []string{"https://app.example.com/settings/integrations", "https://admin.example.com/"},
+		ProxyActForUsersRole:     "act-for-users",
+		StateTTL:                 5 * time.Minute,
+		OAuthFlowBinding:         "cookie",
+		MaxPendingFlows:          20,
+		DataDir:                  "./data",
+		RedisURL:                 "rediss://:file-redis-password@redis.example.com:6380/0",
+		VaultAddr:                "https://vault.example.com:8200",
+		VaultToken:               "file-vault-token",
+		VaultMount:               "kv",
+		VaultPrefix:              "brokers/prod",
+		RedisPrefix:              "tokenbroker",
+		VaultKubernetesTokenPath: "/var/run/secrets/kubernetes.io/serviceaccount/token",
+		EncryptionKey:            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+		StoreTimeout:             5 * time.Second,
+		RetryAfterMax:            5 * time.Minute,
+		FleetAckTimeout:          time.Second,
+		VendorTimeout:            20 * time.Second,
+		RefreshMargin:            10 * time.Minute,
+		ExpiryWarning:            14 * 24 * time.Hour,
+		WebhookRetryPeriod:       24 * time.Hour,
+		WebhookMinBackoff:        5 * time.Second,
+		WebhookMaxBackoff:        10 * time.Minute,
+		ProxyMaxReplayBody:       65536,
+		ProxyMaxReplayMemory:     64 << 20,
+		AccountBudgetBatch:       10,
+		RateLimitMode:            "local",
+		RateLimitMaxWait:         10 * time.Second,
+		RateLimitBackoffMax:      30 * time.Second,
+		RateLimitShareTimeout:    250 * time.Millisecond,
+		Vendors: []Vendor{
+			&servicenow.Config{
+				ClientID:             "sn-client",
+				ClientSecret:         "file-servicenow-secret",
+				AllowedHosts:         []string{"*.service-now.com", "support.example.com:8443"},
+				PKCE:                 false,
+				Scopes:               nil,
+				RefreshTokenLifetime: 720 * time.Hour,
+			},
+			&confluence.Config{
+				ClientID:          "atl-client",
+				ClientSecret:      "file-confluence-secret",
+				AuthURL:           "https://auth.atlassian.com",
+				APIURL:            "https://api.atlassian.com",
+				Scopes:            []string{"offline_access", "read:me", "read:page:confluence"},
+				PKCE:              false,
+				AccountBudgetUnit: "points",
+			},
+		},
 	}
 }
 
@@ -366,7 +381,7 @@ func TestLoadBadValues(t *testing.T) {
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("error is not one line: %q", err)
 			}
-			for _, s := range settings {
+			for _, s := range allSettings() {
 				if v := tc.env[s.Env]; s.isSecret() && v != "" && strings.Contains(err.Error(), v) {
 					t.Errorf("error shows the value of %s", s.Env)
 				}
@@ -391,8 +406,8 @@ func TestLoadInsecureVendorURLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.ConfluenceAuthURL != "http://127.0.0.1:9999" {
-		t.Errorf("ConfluenceAuthURL = %q, want the trailing slash trimmed", c.ConfluenceAuthURL)
+	if got := c.Vendor("confluence").(*confluence.Config).AuthURL; got != "http://127.0.0.1:9999" {
+		t.Errorf("Confluence AuthURL = %q, want the trailing slash trimmed", got)
 	}
 }
 
@@ -411,21 +426,25 @@ func TestLoadEmptyFileSetsNothing(t *testing.T) {
 }
 
 func TestValidateChangesNothing(t *testing.T) {
-	c, err := Load(env(map[string]string{"BROKER_CONFIG_FILE": "testdata/valid.yaml"}))
-	if err != nil {
-		t.Fatal(err)
+	// Two configs built alike, sharing nothing, so that a change Validate
+	// makes through a vendor's settings shows too.
+	load := func() *Config {
+		c, err := Load(env(map[string]string{"BROKER_CONFIG_FILE": "testdata/valid.yaml"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Values Load would normalise, and a bad one, so that Validate has
+		// something to be tempted by.
+		c.PublicURL = "https://broker.example.com/"
+		c.Vendor("servicenow").(*servicenow.Config).AllowedHosts = []string{"ACME.example.com"}
+		c.RefreshMargin = -time.Minute
+		return c
 	}
-	// Values Load would normalise, and a bad one, so that Validate has
-	// something to be tempted by.
-	c.PublicURL = "https://broker.example.com/"
-	c.ServiceNowAllowedHosts = []string{"ACME.example.com"}
-	c.RefreshMargin = -time.Minute
-	before := *c
-	before.ServiceNowAllowedHosts = []string{"ACME.example.com"}
+	c, before := load(), load()
 	if err := c.Validate(); err == nil {
 		t.Fatal("Validate() accepted a negative BROKER_REFRESH_MARGIN")
 	}
-	if diff := cmp.Diff(&before, c); diff != "" {
+	if diff := cmp.Diff(before, c); diff != "" {
 		t.Errorf("Validate changed the config (-before +after):\n%s", diff)
 	}
 }

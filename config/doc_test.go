@@ -14,7 +14,7 @@ var update = flag.Bool("update", false, "rewrite the generated table in docs/con
 
 const (
 	docPath  = "../docs/configuration.md"
-	docBegin = "<!-- BEGIN generated from config/settings.go by `go test ./config -run TestConfigDoc -update`; do not edit -->"
+	docBegin = "<!-- BEGIN generated from config/settings.go and vendors/*/config.go by `go test ./config -run TestConfigDoc -update`; do not edit -->"
 	docEnd   = "<!-- END generated -->"
 )
 
@@ -23,7 +23,7 @@ const (
 func settingsTable() string {
 	var b strings.Builder
 	b.WriteString("| variable | meaning | default |\n|---|---|---|\n")
-	for _, s := range settings {
+	for _, s := range allSettings() {
 		desc := s.Description
 		if s.isSecret() {
 			desc += " **(secret)**"
@@ -72,7 +72,7 @@ func TestConfigDocNames(t *testing.T) {
 	}
 	doc := string(raw)
 	known := map[string]bool{}
-	for _, s := range settings {
+	for _, s := range allSettings() {
 		known[s.Env] = true
 		if !strings.Contains(doc, "\n| `"+s.Env+"` |") {
 			t.Errorf("%s has no table row for %s", docPath, s.Env)

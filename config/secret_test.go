@@ -35,7 +35,7 @@ func TestHideConfigSecrets(t *testing.T) {
 	// The secrets to look for come from the settings table, so a Secret
 	// field added later is covered without touching this test.
 	var secrets []string
-	for _, s := range settings {
+	for _, s := range allSettings() {
 		if s.isSecret() {
 			v, ok := vars[s.Env]
 			if !ok {

@@ -13,10 +13,11 @@ const (
 	envConfigFile = "BROKER_CONFIG_FILE"
 )
 
-// setting describes one variable. The list below is the only place a variable
-// is named: Load iterates it, the YAML keys derive from it, and the table in
-// docs/configuration.md is generated from it (TestConfigDoc).
-type setting struct {
+// entry describes one variable. brokerSettings and the vendors' Settings
+// (allSettings) are the only places a variable is named: Load iterates them,
+// the YAML keys derive from them, and the table in docs/configuration.md is
+// generated from them (TestConfigDoc).
+type entry struct {
 	Env         string
 	Default     string // as the operator would write it; "" means none
 	Description string // markdown, one line
@@ -27,7 +28,9 @@ type setting struct {
 	envOnly bool
 }
 
-var settings = []setting{
+// brokerSettings are the broker's own variables; each vendor declares its
+// BROKER_<VENDOR>_* ones in its package (config.Vendor.Settings).
+var brokerSettings = []entry{
 	{Env: envConfigFile, envOnly: true,
 		Description: "optional YAML file that sets the other variables (keys in lower case without the prefix, e.g. `listen_addr`); environment variables win over it",
 		field:       func(c *Config) any { return &c.ConfigFile }},
@@ -186,21 +189,6 @@ var settings = []setting{
 	{Env: "BROKER_PROXY_MAX_REPLAY_MEMORY", Default: "67108864",
 		Description: "memory that the bodies kept for a retry may take, all requests together; when it is in use, a body streams as if it were larger than `BROKER_PROXY_MAX_REPLAY_BYTES` (served, not retried; counted in `tokenbroker_proxy_replay_budget_exceeded_total`)",
 		field:       func(c *Config) any { return &c.ProxyMaxReplayMemory }},
-	{Env: "BROKER_SERVICENOW_ACCOUNT_BUDGET",
-		Description: "optional budget of ServiceNow calls per account, `<requests>/<period>` (e.g. `3000/1h`), enforced across the fleet; over it a call is answered 429 `account_rate_limited` without a vendor call; empty: no budget",
-		field:       func(c *Config) any { return &c.ServiceNowAccountBudget }},
-	{Env: "BROKER_SERVICENOW_ACCOUNT_BUDGET_BURST", Default: "0",
-		Description: "how much of `BROKER_SERVICENOW_ACCOUNT_BUDGET` an account may spend at once; `0`: a tenth of it (at least 1)",
-		field:       func(c *Config) any { return &c.ServiceNowAccountBudgetBurst }},
-	{Env: "BROKER_CONFLUENCE_ACCOUNT_BUDGET",
-		Description: "optional budget of Confluence calls per account, `<units>/<period>` (e.g. `5900/1h`) in `BROKER_CONFLUENCE_ACCOUNT_BUDGET_UNIT`s, enforced across the fleet; over it a call is answered 429 `account_rate_limited` without a vendor call; empty: no budget",
-		field:       func(c *Config) any { return &c.ConfluenceAccountBudget }},
-	{Env: "BROKER_CONFLUENCE_ACCOUNT_BUDGET_BURST", Default: "0",
-		Description: "how much of `BROKER_CONFLUENCE_ACCOUNT_BUDGET` an account may spend at once; `0`: a tenth of it (at least 251 in points: one full-page read)",
-		field:       func(c *Config) any { return &c.ConfluenceAccountBudgetBurst }},
-	{Env: "BROKER_CONFLUENCE_ACCOUNT_BUDGET_UNIT", Default: "points",
-		Description: "`points` (Atlassian's points, estimated before the call: 1 per write, 1 + the `limit` query parameter (default 25, at most 250) per read) or `requests`",
-		field:       func(c *Config) any { return &c.ConfluenceAccountBudgetUnit }},
 	{Env: "BROKER_ACCOUNT_BUDGET_BATCH", Default: "10",
 		Description: "with Redis, how many units of an account's budget a replica reserves at a time (1 to 1000): larger batches mean fewer Redis calls, smaller ones a fairer split between replicas",
 		field:       func(c *Config) any { return &c.AccountBudgetBatch }},
@@ -217,66 +205,27 @@ var settings = []setting{
 	{Env: "BROKER_RATE_LIMIT_SHARE_TIMEOUT", Default: "250ms",
 		Description: "production store: how long the vendor's first 429 is held while the other replicas confirm they know its window (through Redis); after it the 429 is passed on anyway and `tokenbroker_rate_limit_shares_total{result=\"timeout\"}` counts it",
 		field:       func(c *Config) any { return &c.RateLimitShareTimeout }},
-
-	{Env: "BROKER_SERVICENOW_CLIENT_ID",
-		Description: "default ServiceNow OAuth client id (an account may store its own)",
-		field:       func(c *Config) any { return &c.ServiceNowClientID }},
-	{Env: "BROKER_SERVICENOW_CLIENT_SECRET",
-		Description: "secret of the default ServiceNow OAuth client; required with its id",
-		field:       func(c *Config) any { return &c.ServiceNowClientSecret }},
-	{Env: "BROKER_SERVICENOW_ALLOWED_HOSTS", Default: "*.service-now.com",
-		Description: "comma-separated host patterns an instance URL may use: `host`, `*.domain` (any host below the domain), either with an optional `:port`",
-		field:       func(c *Config) any { return &c.ServiceNowAllowedHosts }},
-	{Env: "BROKER_SERVICENOW_PKCE", Default: "true",
-		Description: "send a PKCE S256 challenge to ServiceNow",
-		field:       func(c *Config) any { return &c.ServiceNowPKCE }},
-	{Env: "BROKER_SERVICENOW_SCOPES", Default: "useraccount",
-		Description: "space-separated scopes requested from ServiceNow (may be empty)",
-		field:       func(c *Config) any { return &c.ServiceNowScopes }},
-	{Env: "BROKER_SERVICENOW_REFRESH_TOKEN_LIFETIME", Default: "2400h",
-		Description: "refresh token lifespan configured on the instances (ServiceNow default: 100 days, counted from issue)",
-		field:       func(c *Config) any { return &c.ServiceNowRefreshTokenLifetime }},
-
-	{Env: "BROKER_CONFLUENCE_CLIENT_ID",
-		Description: "Atlassian OAuth 2.0 (3LO) app client id",
-		field:       func(c *Config) any { return &c.ConfluenceClientID }},
-	{Env: "BROKER_CONFLUENCE_CLIENT_SECRET",
-		Description: "Atlassian app secret; required with its id",
-		field:       func(c *Config) any { return &c.ConfluenceClientSecret }},
-	{Env: "BROKER_CONFLUENCE_AUTH_URL", Default: "https://auth.atlassian.com",
-		Description: "authorize and token host (`/authorize`, `/oauth/token`)",
-		field:       func(c *Config) any { return &c.ConfluenceAuthURL }},
-	{Env: "BROKER_CONFLUENCE_API_URL", Default: "https://api.atlassian.com",
-		Description: "`/oauth/token/accessible-resources`, `/me`, `/ex/confluence/<cloudId>/…`",
-		field:       func(c *Config) any { return &c.ConfluenceAPIURL }},
-	{Env: "BROKER_CONFLUENCE_SCOPES",
-		Default:     "offline_access read:me read:confluence-content.all read:confluence-content.summary read:confluence-space.summary write:confluence-content search:confluence write:confluence-file readonly:content.attachment:confluence read:page:confluence write:page:confluence delete:page:confluence read:space:confluence read:attachment:confluence delete:attachment:confluence",
-		Description: "space-separated scopes requested from Atlassian; must include `offline_access` (no refresh token without it)",
-		field:       func(c *Config) any { return &c.ConfluenceScopes }},
-	{Env: "BROKER_CONFLUENCE_PKCE", Default: "true",
-		Description: "send a PKCE S256 challenge to Atlassian",
-		field:       func(c *Config) any { return &c.ConfluencePKCE }},
 }
 
 // fileKey is the setting's key in the YAML file: listen_addr for
 // BROKER_LISTEN_ADDR.
-func (s *setting) fileKey() string {
+func (s *entry) fileKey() string {
 	return strings.ToLower(strings.TrimPrefix(s.Env, envPrefix))
 }
 
-func (s *setting) isList() bool {
-	_, ok := s.field(&Config{}).(*[]string)
+func (s *entry) isList() bool {
+	_, ok := s.field(newConfig()).(*[]string)
 	return ok
 }
 
-func (s *setting) isSecret() bool {
-	_, ok := s.field(&Config{}).(*Secret)
+func (s *entry) isSecret() bool {
+	_, ok := s.field(newConfig()).(*Secret)
 	return ok
 }
 
 // set parses raw into the setting's field of c. Secret values are never
 // quoted in errors (they cannot fail to parse anyway).
-func (s *setting) set(c *Config, raw string) error {
+func (s *entry) set(c *Config, raw string) error {
 	switch p := s.field(c).(type) {
 	case *string:
 		*p = raw

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/config/setting"
 )
 
 // minHS256SecretLen: RFC 7518 section 3.2 requires an HS256 key of at least
@@ -28,13 +30,13 @@ func (c *Config) Validate() error {
 	if c.MetricsAddr == c.ListenAddr && !strings.HasSuffix(c.ListenAddr, ":0") {
 		return fieldErrorf("BROKER_METRICS_ADDR", "must differ from BROKER_LISTEN_ADDR (both %q)", c.ListenAddr)
 	}
-	if err := checkURL("BROKER_PUBLIC_URL", c.PublicURL); err != nil {
+	if err := setting.CheckURL("BROKER_PUBLIC_URL", c.PublicURL); err != nil {
 		return err
 	}
 	if u, _ := url.Parse(c.PublicURL); u.RawQuery != "" || u.Fragment != "" {
 		return fieldErrorf("BROKER_PUBLIC_URL", "%q must not carry a query or fragment", c.PublicURL)
 	}
-	if err := checkPositive("BROKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout); err != nil {
+	if err := setting.CheckPositive("BROKER_SHUTDOWN_TIMEOUT", c.ShutdownTimeout); err != nil {
 		return err
 	}
 	if c.ShutdownGrace < 0 {
@@ -58,14 +60,14 @@ func (c *Config) Validate() error {
 	}
 
 	for _, r := range c.ReturnURLs {
-		if err := checkURL("BROKER_RETURN_URLS", r); err != nil {
+		if err := setting.CheckURL("BROKER_RETURN_URLS", r); err != nil {
 			return err
 		}
 		if u, _ := url.Parse(r); u.Fragment != "" {
 			return fieldErrorf("BROKER_RETURN_URLS", "%q must not carry a fragment", r)
 		}
 	}
-	if err := checkPositive("BROKER_STATE_TTL", c.StateTTL); err != nil {
+	if err := setting.CheckPositive("BROKER_STATE_TTL", c.StateTTL); err != nil {
 		return err
 	}
 	if c.MaxPendingFlows < 1 || c.MaxPendingFlows > 10000 {
@@ -76,10 +78,10 @@ func (c *Config) Validate() error {
 		return err
 	}
 
-	if err := checkPositive("BROKER_VENDOR_TIMEOUT", c.VendorTimeout); err != nil {
+	if err := setting.CheckPositive("BROKER_VENDOR_TIMEOUT", c.VendorTimeout); err != nil {
 		return err
 	}
-	if err := checkPositive("BROKER_STORE_TIMEOUT", c.StoreTimeout); err != nil {
+	if err := setting.CheckPositive("BROKER_STORE_TIMEOUT", c.StoreTimeout); err != nil {
 		return err
 	}
 	if c.RateLimitMode != "local" && c.RateLimitMode != "passthrough" && c.RateLimitMode != "wait" {
@@ -89,23 +91,23 @@ func (c *Config) Validate() error {
 		env string
 		d   time.Duration
 	}{{"BROKER_RATE_LIMIT_MAX_WAIT", c.RateLimitMaxWait}, {"BROKER_RATE_LIMIT_BACKOFF_MAX", c.RateLimitBackoffMax}, {"BROKER_RATE_LIMIT_SHARE_TIMEOUT", c.RateLimitShareTimeout}} {
-		if err := checkPositive(d.env, d.d); err != nil {
+		if err := setting.CheckPositive(d.env, d.d); err != nil {
 			return err
 		}
 	}
 	if c.RateLimitBackoffMax < time.Second {
 		return fieldErrorf("BROKER_RATE_LIMIT_BACKOFF_MAX", "must be at least 1s (the first backoff), got %s", c.RateLimitBackoffMax)
 	}
-	if err := checkPositive("BROKER_RETRY_AFTER_MAX", c.RetryAfterMax); err != nil {
+	if err := setting.CheckPositive("BROKER_RETRY_AFTER_MAX", c.RetryAfterMax); err != nil {
 		return err
 	}
-	if err := checkPositive("BROKER_FLEET_ACK_TIMEOUT", c.FleetAckTimeout); err != nil {
+	if err := setting.CheckPositive("BROKER_FLEET_ACK_TIMEOUT", c.FleetAckTimeout); err != nil {
 		return err
 	}
-	if err := checkPositive("BROKER_REFRESH_MARGIN", c.RefreshMargin); err != nil {
+	if err := setting.CheckPositive("BROKER_REFRESH_MARGIN", c.RefreshMargin); err != nil {
 		return err
 	}
-	if err := checkPositive("BROKER_EXPIRY_WARNING", c.ExpiryWarning); err != nil {
+	if err := setting.CheckPositive("BROKER_EXPIRY_WARNING", c.ExpiryWarning); err != nil {
 		return err
 	}
 	for _, d := range []struct {
@@ -113,7 +115,7 @@ func (c *Config) Validate() error {
 		d   time.Duration
 	}{{"BROKER_WEBHOOK_RETRY_PERIOD", c.WebhookRetryPeriod}, {"BROKER_WEBHOOK_MIN_BACKOFF", c.WebhookMinBackoff},
 		{"BROKER_WEBHOOK_MAX_BACKOFF", c.WebhookMaxBackoff}} {
-		if err := checkPositive(d.env, d.d); err != nil {
+		if err := setting.CheckPositive(d.env, d.d); err != nil {
 			return err
 		}
 	}
@@ -127,29 +129,11 @@ func (c *Config) Validate() error {
 		return fieldErrorf("BROKER_PROXY_MAX_REPLAY_MEMORY", "must be positive, got %d", c.ProxyMaxReplayMemory)
 	}
 
-	if err := checkClient("BROKER_SERVICENOW", c.ServiceNowClientID, c.ServiceNowClientSecret); err != nil {
-		return err
-	}
-	for _, p := range c.ServiceNowAllowedHosts {
-		if err := checkHostPattern(p, c.AllowInsecureVendorURLs); err != nil {
+	d := c.Deployment()
+	for _, v := range c.Vendors {
+		if err := v.Validate(d); err != nil {
 			return err
 		}
-	}
-	if err := checkPositive("BROKER_SERVICENOW_REFRESH_TOKEN_LIFETIME", c.ServiceNowRefreshTokenLifetime); err != nil {
-		return err
-	}
-
-	if err := checkClient("BROKER_CONFLUENCE", c.ConfluenceClientID, c.ConfluenceClientSecret); err != nil {
-		return err
-	}
-	if err := c.checkVendorURL("BROKER_CONFLUENCE_AUTH_URL", c.ConfluenceAuthURL); err != nil {
-		return err
-	}
-	if err := c.checkVendorURL("BROKER_CONFLUENCE_API_URL", c.ConfluenceAPIURL); err != nil {
-		return err
-	}
-	if !slices.Contains(c.ConfluenceScopes, "offline_access") {
-		return fieldErrorf("BROKER_CONFLUENCE_SCOPES", "must include offline_access (without it Atlassian issues no refresh token)")
 	}
 	return nil
 }
@@ -169,7 +153,7 @@ func (c *Config) validateAuth() error {
 	if c.AuthJWKSURL == "" {
 		return nil
 	}
-	if err := checkURL("BROKER_AUTH_JWKS_URL", c.AuthJWKSURL); err != nil {
+	if err := setting.CheckURL("BROKER_AUTH_JWKS_URL", c.AuthJWKSURL); err != nil {
 		return err
 	}
 	if u, _ := url.Parse(c.AuthJWKSURL); u.Scheme != "https" && !c.AuthAllowInsecureJWKSURL {
@@ -226,7 +210,7 @@ func (c *Config) validateStores() error {
 	if u, err := url.Parse(c.RedisURL.Reveal()); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
 		return fieldErrorf("BROKER_REDIS_URL", "must be a redis:// or rediss:// URL with a host (value not shown: it may hold a password)")
 	}
-	if err := checkURL("BROKER_VAULT_ADDR", c.VaultAddr); err != nil {
+	if err := setting.CheckURL("BROKER_VAULT_ADDR", c.VaultAddr); err != nil {
 		return err
 	}
 	auths := 0
@@ -264,25 +248,6 @@ func (c *Config) validateStores() error {
 	return nil
 }
 
-// checkClient: an OAuth client id without its secret (or the reverse) can
-// only fail later, at the first token exchange, far from its cause.
-func checkClient(prefix, id string, secret Secret) error {
-	switch {
-	case id != "" && secret == "":
-		return fieldErrorf(prefix+"_CLIENT_SECRET", "required when %s_CLIENT_ID is set", prefix)
-	case id == "" && secret != "":
-		return fieldErrorf(prefix+"_CLIENT_ID", "required when %s_CLIENT_SECRET is set", prefix)
-	}
-	return nil
-}
-
-func checkPositive(env string, d time.Duration) error {
-	if d <= 0 {
-		return fieldErrorf(env, "must be positive, got %q", d.String())
-	}
-	return nil
-}
-
 func checkHostPort(env, addr string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -292,93 +257,4 @@ func checkHostPort(env, addr string) error {
 		return fieldErrorf(env, "invalid port in %q", addr)
 	}
 	return nil
-}
-
-// checkURL accepts absolute http(s) URLs without user info.
-func checkURL(env, raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fieldErrorf(env, "%q is not an absolute http(s) URL", raw)
-	}
-	if u.User != nil {
-		return fieldErrorf(env, "%q must not carry user info", u.Redacted())
-	}
-	return nil
-}
-
-// checkVendorURL refuses plain http and loopback hosts unless the deployment
-// allows them: a vendor URL receives client secrets and authorization codes.
-func (c *Config) checkVendorURL(env, raw string) error {
-	if err := checkURL(env, raw); err != nil {
-		return err
-	}
-	if c.AllowInsecureVendorURLs {
-		return nil
-	}
-	u, _ := url.Parse(raw)
-	if u.Scheme != "https" {
-		return fieldErrorf(env, "%q must use https (BROKER_ALLOW_INSECURE_VENDOR_URLS permits http for tests)", raw)
-	}
-	if isLoopback(u.Hostname()) {
-		return fieldErrorf(env, "%q is a loopback address (BROKER_ALLOW_INSECURE_VENDOR_URLS permits it for tests)", raw)
-	}
-	return nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// checkHostPattern accepts "host", "*.domain" and either with ":port". A
-// wildcard needs at least two labels under it, so that "*.com" cannot open
-// the allowlist to a whole top-level domain.
-func checkHostPattern(p string, allowLoopback bool) error {
-	const env = "BROKER_SERVICENOW_ALLOWED_HOSTS"
-	host := p
-	if strings.Contains(p, ":") {
-		h, port, err := net.SplitHostPort(p)
-		if n, perr := strconv.ParseUint(port, 10, 16); err != nil || perr != nil || n == 0 {
-			return fieldErrorf(env, "invalid host pattern %q (want host, *.domain, optionally :port)", p)
-		}
-		host = h
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		if ip.IsLoopback() && !allowLoopback {
-			return fieldErrorf(env, "%q is a loopback address (BROKER_ALLOW_INSECURE_VENDOR_URLS permits it for tests)", p)
-		}
-		return nil
-	}
-	labels := strings.Split(host, ".")
-	if labels[0] == "*" {
-		labels = labels[1:]
-		if len(labels) < 2 {
-			return fieldErrorf(env, "host pattern %q is too broad (a wildcard needs a domain of two labels or more)", p)
-		}
-	}
-	for _, l := range labels {
-		if !isDNSLabel(l) {
-			return fieldErrorf(env, "invalid host pattern %q (want host, *.domain, optionally :port)", p)
-		}
-	}
-	if isLoopback(host) && !allowLoopback {
-		return fieldErrorf(env, "%q is a loopback address (BROKER_ALLOW_INSECURE_VENDOR_URLS permits it for tests)", p)
-	}
-	return nil
-}
-
-// isDNSLabel reports whether l is a lower-case RFC 1123 label.
-func isDNSLabel(l string) bool {
-	if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-		return false
-	}
-	for _, r := range l {
-		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
-			return false
-		}
-	}
-	return true
 }
