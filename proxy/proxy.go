@@ -181,6 +181,7 @@ type Proxy struct {
 	vendors   map[string]*vendor
 	rp        *httputil.ReverseProxy
 	pool      *bufferPool
+	bearers   *bearerCache
 	maxReplay int64
 	replay    replayBudget
 	public    *url.URL
@@ -218,6 +219,7 @@ func New(o Options) (*Proxy, error) {
 		budget:    o.Budget,
 		vendors:   make(map[string]*vendor, len(o.Vendors)),
 		pool:      newBufferPool(),
+		bearers:   newBearerCache(),
 		maxReplay: o.MaxReplayBody,
 		public:    o.PublicURL,
 		log:       o.Logger,
@@ -601,7 +603,7 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			delete(h, k)
 		}
 	}
-	h["Authorization"] = []string{"Bearer " + x.access.Token}
+	h["Authorization"] = p.bearers.header(x.access.Token)
 }
 
 // dropRequestHeader reports whether a caller's header must not reach the
