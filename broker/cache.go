@@ -184,7 +184,7 @@ func (b *Broker) Access(ctx context.Context, key Key) (Access, error) {
 	if e.conn.RefreshTokenExpired {
 		return Access{}, reconnectRequired(b.vendors[key.Vendor])
 	}
-	if e.conn.Tokens.Expiry.IsZero() || b.now().Before(e.conn.Tokens.Expiry) {
+	if b.usable(e.conn) {
 		return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
 	}
 	return b.refreshed(ctx, key, RefreshOptions{})
@@ -193,7 +193,7 @@ func (b *Broker) Access(ctx context.Context, key Key) (Access, error) {
 // Rejected handles a vendor's refusal of token: one coordinated refresh, or
 // the newer token at once if the connection has moved on already.
 func (b *Broker) Rejected(ctx context.Context, key Key, token string) (Access, error) {
-	if e, ok := b.cache.get(key); ok && e.conn.Tokens.AccessToken != token && !e.conn.RefreshTokenExpired {
+	if e, ok := b.cache.get(key); ok && e.conn.Tokens.AccessToken != token && !e.conn.RefreshTokenExpired && b.usable(e.conn) {
 		return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
 	}
 	return b.refreshed(ctx, key, RefreshOptions{Rejected: token})

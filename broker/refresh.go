@@ -97,9 +97,34 @@ func leaseName(k Key) string {
 // so that no token-endpoint call is needed.
 func (b *Broker) satisfied(c Connection, o RefreshOptions) bool {
 	if o.Rejected != "" {
-		return c.Tokens.AccessToken != o.Rejected
+		// Another token answers a refusal only while it can still be sent:
+		// one that expired meanwhile would fail the caller's retry too.
+		return c.Tokens.AccessToken != o.Rejected && b.usable(c)
 	}
 	return !o.Force && !b.due(c)
+}
+
+// sendMargin is how long before its expiry an access token stops being
+// handed out: a call takes time to reach the vendor, whose clock started
+// the token's life before the broker read its answer. Without it, a call
+// that took a token in its last milliseconds got the vendor's 401 (seen in
+// the chaos run when a Vault pause held the refresh back to the last
+// moment). Short-lived tokens keep most of their life (see usable).
+const sendMargin = time.Second
+
+// usable reports whether c's access token can still be sent: it has no
+// known expiry, or is further than sendMargin (at most a quarter of its
+// life) from it.
+func (b *Broker) usable(c Connection) bool {
+	exp := c.Tokens.Expiry
+	if exp.IsZero() {
+		return true
+	}
+	m := sendMargin
+	if life := exp.Sub(c.Tokens.IssuedAt); life > 0 && m > life/4 {
+		m = life / 4
+	}
+	return b.now().Add(m).Before(exp)
 }
 
 // due reports whether the access token is inside the refresh margin.

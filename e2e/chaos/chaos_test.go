@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -191,7 +192,7 @@ func (c *chaos) load(targets []target, workers int, stop <-chan struct{}, wg *sy
 				kind := c.classify(tg, r, gen, out, res)
 				sample := ""
 				if kind != "ok" {
-					sample = fmt.Sprintf("%s %s: %v %d %s %.200s", r.p.URL, tg.name, res.Err, res.Status, res.Header.Get(proxy.HeaderBrokerError), res.Body)
+					sample = fmt.Sprintf("%s %s: %v %d %s rid=%s retry=%s %.200s", r.p.URL, tg.name, res.Err, res.Status, res.Header.Get(proxy.HeaderBrokerError), res.Header.Get("X-Request-Id"), res.Header.Get(proxy.HeaderRetry), res.Body)
 				}
 				c.out.add(kind, sample)
 			}
@@ -348,6 +349,17 @@ func TestChaos(t *testing.T) {
 	}
 	sc := f.Sim.Counters()
 	c.report(t, ran, s, sc, flaggedNow)
+	// The replicas' logs (of their last run) for a failed run, matched to
+	// the first failures by the request ids their samples print.
+	if dir := os.Getenv("TOKENBROKER_CHAOS_LOGS"); dir != "" && t.Failed() {
+		for i, r := range c.replicas {
+			name := filepath.Join(dir, fmt.Sprintf("replica-%d.log", i))
+			if err := os.WriteFile(name, []byte(r.p.Logs()), 0o600); err != nil {
+				t.Log(err)
+			}
+		}
+		t.Logf("replica logs in %s", dir)
+	}
 }
 
 func (c *chaos) report(t *testing.T, ran time.Duration, s uint64, sc vendorsim.Counters, flaggedNow int) {
