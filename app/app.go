@@ -29,7 +29,9 @@ import (
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/console"
 	"github.com/tokenbroker/tokenbroker/egress"
+	"github.com/tokenbroker/tokenbroker/flows"
 	"github.com/tokenbroker/tokenbroker/httpapi"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 	"github.com/tokenbroker/tokenbroker/proxy"
 	"github.com/tokenbroker/tokenbroker/store/bounded"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
@@ -57,9 +59,10 @@ type App struct {
 	reg       *prometheus.Registry
 	store     broker.Store
 	health    func(context.Context) map[string]error // each backing store's reachability
-	broker    *broker.Broker
+	lifecycle *lifecycle.Core
+	flows     *flows.Service
 	verifier  *auth.Verifier
-	runner    *broker.Runner
+	runner    *lifecycle.Runner
 	webhooks  *webhook.Service
 	stopHooks func()
 	// stopBudget ends the account budgets' background work.
@@ -144,16 +147,23 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if err != nil {
 		return nil, fmt.Errorf("BROKER_PUBLIC_URL: %w", err)
 	}
-	var fleet broker.FleetAcks // nil with the embedded store: one replica
+	var fleet lifecycle.FleetAcks // nil with the embedded store: one replica
 	if p, ok := raw.(productionStore); ok {
 		fleet = p.fleet
 	}
-	a.broker, err = broker.New(broker.Options{
-		Store: a.store, Vendors: vs.vendors, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
-		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, MaxPendingFlows: int(cfg.MaxPendingFlows), RefreshMargin: cfg.RefreshMargin,
+	a.lifecycle, err = lifecycle.New(lifecycle.Options{
+		Store: a.store, Vendors: vs.vendors, HTTPClient: vendorClient, RefreshMargin: cfg.RefreshMargin,
 		VendorTimeout: cfg.VendorTimeout, StoreBudget: cfg.StoreTimeout, RetryAfterMax: cfg.RetryAfterMax,
 		ExpiryWarning: cfg.ExpiryWarning, Events: a.webhooks, Fleet: fleet, FleetAckTimeout: cfg.FleetAckTimeout,
 		Logger: log, Registerer: a.reg, Now: now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.flows, err = flows.New(flows.Options{
+		Lifecycle: a.lifecycle, Store: a.store, PublicURL: public, ReturnURLs: cfg.ReturnURLs,
+		HTTPClient: vendorClient, StateTTL: cfg.StateTTL, MaxPendingFlows: int(cfg.MaxPendingFlows),
+		VendorTimeout: cfg.VendorTimeout, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
 		return nil, err
@@ -186,14 +196,14 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		return nil, err
 	}
 	px, err := proxy.New(proxy.Options{
-		Tokens: a.broker, Caller: accountOf, Authorize: authorize, Vendors: policies, Dial: dial.DialContext,
+		Tokens: a.lifecycle, Caller: accountOf, Authorize: authorize, Vendors: policies, Dial: dial.DialContext,
 		MaxReplayBody: maxReplay, MaxReplayMemory: cfg.ProxyMaxReplayMemory, PublicURL: public, Limits: limits, Budget: accounts, Logger: log, Registerer: a.reg, Now: now,
 	})
 	if err != nil {
 		return nil, err
 	}
 	router, err := httpapi.New(httpapi.Options{
-		Broker:       a.broker,
+		Flows:        a.flows,
 		Authenticate: auth.Middleware(a.verifier, authError),
 		Caller:       callerOf,
 		Proxy:        px.Handle,
@@ -378,7 +388,7 @@ func storeHealth(s broker.Store) func(context.Context) map[string]error {
 // and serves both listeners. It returns once they accept connections.
 func (a *App) Start(ctx context.Context) error {
 	var err error
-	if a.runner, err = a.broker.Start(ctx); err != nil {
+	if a.runner, err = a.lifecycle.Start(ctx); err != nil {
 		return err
 	}
 	if a.apiLn, err = net.Listen("tcp", a.cfg.ListenAddr); err != nil {
@@ -417,8 +427,8 @@ func (a *App) MetricsAddr() string { return a.opsLn.Addr().String() }
 // Handler is the API listener's handler, for in-process benchmarks.
 func (a *App) Handler() http.Handler { return a.api.Handler }
 
-// Broker exposes the core, for tests and commands.
-func (a *App) Broker() *broker.Broker { return a.broker }
+// Lifecycle exposes the token lifecycle, for tests and commands.
+func (a *App) Lifecycle() *lifecycle.Core { return a.lifecycle }
 
 // Routes lists the API listener's routes (method and gin path), for the
 // test that keeps docs/openapi.yaml and the server in step.

@@ -113,3 +113,17 @@ func RetryAfter(err error) time.Duration {
 	}
 	return 0
 }
+
+// SafeVendorCode keeps a vendor's error parameter to a short token-like word
+// so that nothing odd is reflected into messages, URLs or status answers.
+func SafeVendorCode(s string) string {
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	for _, r := range s {
+		if !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
+			return "error"
+		}
+	}
+	return s
+}

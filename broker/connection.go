@@ -1,10 +1,16 @@
-// Package broker is tokenbroker's core: connections and their tokens, the OAuth
-// flows that create and replace them (connect, reconnect, changeUser), and the
-// refresh operation that keeps them alive. It defines the interfaces it needs
-// from vendors and stores; implementations live in vendors/ and store/.
+// Package broker is tokenbroker's vocabulary: connections and their tokens,
+// OAuth states, callers, API error codes and refresh-failure classes,
+// connection events, and the interfaces the core needs from vendors and
+// stores (implementations live in vendors/ and store/). The token lifecycle
+// that keeps connections alive is package lifecycle; the OAuth and admin
+// flows that create, replace and remove them are package flows.
 package broker
 
-import "time"
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"time"
+)
 
 // Flow says whether a connection belongs to the account (app) or to one user.
 type Flow string
@@ -22,6 +28,31 @@ const (
 	ActionReconnect  Action = "reconnect"
 	ActionChangeUser Action = "changeUser"
 )
+
+// Result values of a successful callback.
+const (
+	ResultConnected   = "connected"
+	ResultReconnected = "reconnected"
+	ResultUserChanged = "userChanged"
+	// ResultPendingConfirmation: the authorization is parked until the
+	// starter confirms it (ConfirmFlow).
+	ResultPendingConfirmation = "pendingConfirmation"
+)
+
+// Caller is the authenticated party of an API request.
+type Caller struct {
+	Account string
+	Subject string
+	Admin   bool
+}
+
+// RandomToken returns n random bytes, base64url encoded: OAuth state ids,
+// event ids, acknowledgement ids.
+func RandomToken(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
 
 // Key identifies one connection. UserID is empty for the app-level connection.
 type Key struct {

@@ -54,8 +54,15 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-func newError(code Code, cause error, format string, args ...any) *Error {
+// NewError builds an API error; the message is formatted from format and
+// args and must hold no secret.
+func NewError(code Code, cause error, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Err: cause}
+}
+
+// StoreError is the API error of a failed store call.
+func StoreError(err error) error {
+	return NewError(CodeStoreUnavailable, err, "the token store is unavailable")
 }
 
 // CodeOf returns the API code of err, CodeInternal when it carries none.

@@ -86,12 +86,19 @@ type InstanceChecker interface {
 	CheckInstance(inst Instance) error
 }
 
-// checkInstance applies v's InstanceChecker, if it has one.
-func checkInstance(v Vendor, inst Instance) error {
+// CheckInstance applies v's InstanceChecker, if it has one.
+func CheckInstance(v Vendor, inst Instance) error {
 	if ic, ok := v.(InstanceChecker); ok {
 		return ic.CheckInstance(inst)
 	}
 	return nil
+}
+
+// RotationReporter is implemented by vendors that tell whether a refresh
+// replaces the refresh token. A vendor that does not implement it is taken
+// to rotate, the safe assumption.
+type RotationReporter interface {
+	RotatesRefreshTokens() bool
 }
 
 // HTTPClientContext returns ctx carrying hc for x/oauth2 calls, made to

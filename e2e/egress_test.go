@@ -18,6 +18,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/egress/egresstest"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
@@ -122,7 +123,7 @@ func TestDNSRebindingCannotReachTheCluster(t *testing.T) {
 	if status, body := do("GET", "/proxy/servicenow/api/now/table/incident"); status != http.StatusBadGateway {
 		t.Errorf("proxy to a rebound host: %d %s, want 502", status, body)
 	}
-	if _, err := a.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true}); err == nil {
+	if _, err := a.Lifecycle().Refresh(context.Background(), key, lifecycle.RefreshOptions{Force: true}); err == nil {
 		t.Errorf("refresh at a rebound host succeeded")
 	}
 	do("DELETE", "/v1/account/integrations/servicenow")

@@ -38,7 +38,7 @@ func TestCallbackFromAnotherBrowserConnects(t *testing.T) {
 	if res.StatusCode != http.StatusForbidden || res.Header.Get("X-Broker-Error") != string(broker.CodeFlowNotBound) {
 		t.Fatalf("callback from another browser: %d %q, want 403 %s", res.StatusCode, res.Header.Get("X-Broker-Error"), broker.CodeFlowNotBound)
 	}
-	if _, err := e.App.Broker().Store().GetConnection(context.Background(), snApp); !errors.Is(err, broker.ErrNotFound) {
+	if _, err := e.App.Lifecycle().Store().GetConnection(context.Background(), snApp); !errors.Is(err, broker.ErrNotFound) {
 		t.Fatalf("a connection was stored (err %v)", err)
 	}
 	if got := e.Sim.Counters().ServiceNow.TokenCalls.AuthorizationCode; got != exchanges {
@@ -72,7 +72,7 @@ func TestCallbackFromAnotherBrowserConnects(t *testing.T) {
 	if res.StatusCode != http.StatusForbidden {
 		t.Errorf("user-level callback from another browser: %d", res.StatusCode)
 	}
-	if _, err := e.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow", UserID: "u1"}); !errors.Is(err, broker.ErrNotFound) {
+	if _, err := e.App.Lifecycle().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow", UserID: "u1"}); !errors.Is(err, broker.ErrNotFound) {
 		t.Errorf("a user-level connection was stored (err %v)", err)
 	}
 }
@@ -150,7 +150,7 @@ func TestConfirmModeParksTheFlow(t *testing.T) {
 		return cb.Confirmation
 	}
 	id := connectParked(admin, e.SNInstance("acme"), "alice")
-	if _, err := e.App.Broker().Store().GetConnection(context.Background(), snApp); !errors.Is(err, broker.ErrNotFound) {
+	if _, err := e.App.Lifecycle().Store().GetConnection(context.Background(), snApp); !errors.Is(err, broker.ErrNotFound) {
 		t.Fatalf("the callback stored a connection before confirmation (err %v)", err)
 	}
 	path := "/v1/account/integrations/servicenow/oauth2/confirmations/" + id

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -110,7 +111,7 @@ func TestStatusShape(t *testing.T) {
 		e.MustConnect(e.Token(acme, user), "servicenow", "flow=user", approver, broker.ResultConnected)
 	}
 	e.Sim.RevokeRefreshTokens("servicenow", "acme", "carol")
-	if _, err := e.App.Broker().Refresh(context.Background(), broker.Key{Account: acme, Vendor: "servicenow", UserID: "u2"}, broker.RefreshOptions{Force: true}); broker.CodeOf(err) != broker.CodeReconnectRequired {
+	if _, err := e.App.Lifecycle().Refresh(context.Background(), broker.Key{Account: acme, Vendor: "servicenow", UserID: "u2"}, lifecycle.RefreshOptions{Force: true}); broker.CodeOf(err) != broker.CodeReconnectRequired {
 		t.Fatalf("refresh of a revoked user-level token: want reconnect_required, got %v", err)
 	}
 	sn := vendorStatus(t, e, admin, "servicenow")
@@ -180,7 +181,7 @@ func TestPrechecks(t *testing.T) {
 // refresh forces a refresh of a connection and returns the API error code.
 func refresh(t *testing.T, e *testenv.Broker, key broker.Key) broker.Code {
 	t.Helper()
-	_, err := e.App.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true})
+	_, err := e.App.Lifecycle().Refresh(context.Background(), key, lifecycle.RefreshOptions{Force: true})
 	if err == nil {
 		return ""
 	}
@@ -189,7 +190,7 @@ func refresh(t *testing.T, e *testenv.Broker, key broker.Key) broker.Code {
 
 func stored(t *testing.T, e *testenv.Broker, key broker.Key) broker.Connection {
 	t.Helper()
-	c, err := e.App.Broker().Store().GetConnection(context.Background(), key)
+	c, err := e.App.Lifecycle().Store().GetConnection(context.Background(), key)
 	if err != nil {
 		t.Fatalf("read %v: %v", key, err)
 	}
@@ -328,7 +329,7 @@ func TestLostRaceIsNotFlagged(t *testing.T) {
 	before := e.Sim.Counters().Atlassian.TokenCalls.RefreshToken
 	done := make(chan broker.Code, 1)
 	go func() {
-		_, err := e.App.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true})
+		_, err := e.App.Lifecycle().Refresh(context.Background(), key, lifecycle.RefreshOptions{Force: true})
 		done <- broker.CodeOf(err)
 	}()
 	// Reconnect only once the refresh is at the vendor, holding the old token.
@@ -388,7 +389,7 @@ func TestReconnectAfterFlag(t *testing.T) {
 			if now.User.ID != old.User.ID || now.CreatedAt != old.CreatedAt {
 				t.Errorf("reconnect must keep the integration: %+v -> %+v", old, now)
 			}
-			if _, err := e.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: vendor, UserID: "u1"}); err != nil {
+			if _, err := e.App.Lifecycle().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: vendor, UserID: "u1"}); err != nil {
 				t.Errorf("user-level connection gone after reconnect: %v", err)
 			}
 			// The next refresh uses the new grant: the simulator sees no
@@ -517,7 +518,7 @@ func TestServiceNowAmbiguousProbesDeadlock(t *testing.T) {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_, err := e.App.Broker().Refresh(ctx, k, broker.RefreshOptions{Force: true})
+			_, err := e.App.Lifecycle().Refresh(ctx, k, lifecycle.RefreshOptions{Force: true})
 			codes[i] = broker.CodeOf(err)
 		})
 	}
@@ -537,7 +538,7 @@ func TestServiceNowAmbiguousProbesDeadlock(t *testing.T) {
 	// Nothing is left holding a lease: another connection refreshes at once.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := e.App.Broker().Refresh(ctx, broker.Key{Account: acme, Vendor: "confluence"}, broker.RefreshOptions{Force: true}); err != nil {
+	if _, err := e.App.Lifecycle().Refresh(ctx, broker.Key{Account: acme, Vendor: "confluence"}, lifecycle.RefreshOptions{Force: true}); err != nil {
 		t.Errorf("an unrelated refresh afterwards: %v", err)
 	}
 }

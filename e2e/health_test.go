@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/flows"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
@@ -95,7 +96,7 @@ func TestStatusHealthStates(t *testing.T) {
 	if got := refresh(t, e, broker.Key{Account: acme, Vendor: "confluence", UserID: "u1"}); got != broker.CodeReconnectRequired {
 		t.Fatalf("refresh of a revoked user-level grant: %q", got)
 	}
-	var page broker.UserPage
+	var page flows.UserPage
 	r := e.Get("/v1/account/integrations/confluence/users?limit=1", admin)
 	if r.Status != http.StatusOK {
 		t.Fatalf("users: %d %s", r.Status, r.Body)
@@ -109,7 +110,7 @@ func TestStatusHealthStates(t *testing.T) {
 		t.Errorf("u1: want reconnect_required after invalid_grant, got %+v", u1)
 	}
 	r = e.Get("/v1/account/integrations/confluence/users?limit=1&cursor="+page.NextCursor, admin)
-	page = broker.UserPage{}
+	page = flows.UserPage{}
 	r.JSON(t, &page)
 	if len(page.Users) != 1 || page.Users[0].UserID != "u2" || page.Users[0].Health != broker.HealthHealthy {
 		t.Errorf("second page: %+v", page)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -245,7 +246,7 @@ func TestAtlassianRotationUnderLoad(t *testing.T) {
 	for range 4 {
 		rwg.Go(func() {
 			for e.Sim.Counters().Atlassian.TokenCalls.RefreshToken-before < 1000 {
-				if _, err := e.App.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true}); err != nil {
+				if _, err := e.App.Lifecycle().Refresh(context.Background(), key, lifecycle.RefreshOptions{Force: true}); err != nil {
 					t.Errorf("refresh: %v", err)
 					return
 				}

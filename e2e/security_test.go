@@ -20,7 +20,7 @@ import (
 // snapshot is everything stored for an account, for "nothing changed" checks.
 func snapshot(t *testing.T, e *testenv.Broker, account string) []broker.Connection {
 	t.Helper()
-	cs, err := e.App.Broker().Store().ListConnections(context.Background(), account, "")
+	cs, err := e.App.Lifecycle().Store().ListConnections(context.Background(), account, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package broker
+package flows
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // AuthURLRequest is what a caller asks of the oauth2/url endpoint.
@@ -33,23 +35,23 @@ func BindingOf(cookie string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-func parseFlowAction(r AuthURLRequest) (Flow, Action, error) {
-	flow := Flow(r.Flow)
+func parseFlowAction(r AuthURLRequest) (broker.Flow, broker.Action, error) {
+	flow := broker.Flow(r.Flow)
 	switch flow {
 	case "":
-		flow = FlowApp
-	case FlowApp, FlowUser:
+		flow = broker.FlowApp
+	case broker.FlowApp, broker.FlowUser:
 	default:
-		return "", "", newError(CodeInvalidRequest, nil, "flow must be one of: app, user")
+		return "", "", broker.NewError(broker.CodeInvalidRequest, nil, "flow must be one of: app, user")
 	}
-	action := Action(r.Action)
+	action := broker.Action(r.Action)
 	switch action {
-	case ActionConnect, ActionReconnect, ActionChangeUser:
+	case broker.ActionConnect, broker.ActionReconnect, broker.ActionChangeUser:
 	default:
-		return "", "", newError(CodeInvalidRequest, nil, "action must be one of: reconnect, changeUser (or absent)")
+		return "", "", broker.NewError(broker.CodeInvalidRequest, nil, "action must be one of: reconnect, changeUser (or absent)")
 	}
-	if flow == FlowUser && action == ActionChangeUser {
-		return "", "", newError(CodeInvalidRequest, nil, "changeUser applies to flow=app; a user-level connection belongs to its user")
+	if flow == broker.FlowUser && action == broker.ActionChangeUser {
+		return "", "", broker.NewError(broker.CodeInvalidRequest, nil, "changeUser applies to flow=app; a user-level connection belongs to its user")
 	}
 	return flow, action, nil
 }
@@ -57,8 +59,8 @@ func parseFlowAction(r AuthURLRequest) (Flow, Action, error) {
 // AuthURL starts an OAuth round trip: it runs the pre-checks, records a
 // one-time state bound to everything the callback must verify, and returns the
 // vendor's authorize URL.
-func (b *Broker) AuthURL(ctx context.Context, caller Caller, vendorName string, r AuthURLRequest) (string, error) {
-	v, err := b.Vendor(vendorName)
+func (f *Service) AuthURL(ctx context.Context, caller broker.Caller, vendorName string, r AuthURLRequest) (string, error) {
+	v, err := f.lc.Vendor(vendorName)
 	if err != nil {
 		return "", err
 	}
@@ -66,31 +68,31 @@ func (b *Broker) AuthURL(ctx context.Context, caller Caller, vendorName string, 
 	if err != nil {
 		return "", err
 	}
-	if flow == FlowApp && !caller.Admin {
-		return "", newError(CodeForbidden, nil, "changing an integration needs the admin role")
+	if flow == broker.FlowApp && !caller.Admin {
+		return "", broker.NewError(broker.CodeForbidden, nil, "changing an integration needs the admin role")
 	}
-	if err := b.checkReturnTo(r.ReturnTo); err != nil {
+	if err := f.checkReturnTo(r.ReturnTo); err != nil {
 		return "", err
 	}
 
-	app, appErr := b.store.GetConnection(ctx, Key{Account: caller.Account, Vendor: v.Name()})
-	if appErr != nil && !errors.Is(appErr, ErrNotFound) {
-		return "", storeError(appErr)
+	app, appErr := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Name()})
+	if appErr != nil && !errors.Is(appErr, broker.ErrNotFound) {
+		return "", broker.StoreError(appErr)
 	}
 	integrated := appErr == nil
 
-	st := OAuthState{
+	st := broker.OAuthState{
 		Account: caller.Account, Vendor: v.Name(), Flow: flow, Action: action,
 		Subject: caller.Subject, ReturnTo: r.ReturnTo, Binding: r.Binding, Confirm: r.Confirm,
 	}
 	switch {
-	case flow == FlowUser:
+	case flow == broker.FlowUser:
 		if !integrated {
-			return "", newError(CodeNotConnected, nil, "%s is not connected for this account; a user-level connection needs the integration", v.Name())
+			return "", broker.NewError(broker.CodeNotConnected, nil, "%s is not connected for this account; a user-level connection needs the integration", v.Name())
 		}
-		_, userErr := b.store.GetConnection(ctx, Key{Account: caller.Account, Vendor: v.Name(), UserID: caller.Subject})
-		if userErr != nil && !errors.Is(userErr, ErrNotFound) {
-			return "", storeError(userErr)
+		_, userErr := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Name(), UserID: caller.Subject})
+		if userErr != nil && !errors.Is(userErr, broker.ErrNotFound) {
+			return "", broker.StoreError(userErr)
 		}
 		if err := precheck(action, userErr == nil, "your user-level connection to "+v.Name()); err != nil {
 			return "", err
@@ -105,67 +107,67 @@ func (b *Broker) AuthURL(ctx context.Context, caller Caller, vendorName string, 
 			if r.InstanceURL != "" {
 				named, err := v.ParseInstance(r.InstanceURL)
 				if err != nil {
-					return "", newError(CodeInvalidInstance, err, "%s", errMessage(err))
+					return "", broker.NewError(broker.CodeInvalidInstance, err, "%s", errMessage(err))
 				}
 				if !named.Same(app.Instance) {
-					return "", newError(CodeInstanceMismatch, nil, "%s uses the stored instance; another instance needs a disconnect first", action)
+					return "", broker.NewError(broker.CodeInstanceMismatch, nil, "%s uses the stored instance; another instance needs a disconnect first", action)
 				}
 			}
 			break
 		}
 		if v.NeedsInstance() {
 			if r.InstanceURL == "" {
-				return "", newError(CodeInvalidRequest, nil, "instanceUrl is required to connect %s", v.Name())
+				return "", broker.NewError(broker.CodeInvalidRequest, nil, "instanceUrl is required to connect %s", v.Name())
 			}
 			inst, err := v.ParseInstance(r.InstanceURL)
 			if err != nil {
-				return "", newError(CodeInvalidInstance, err, "%s", errMessage(err))
+				return "", broker.NewError(broker.CodeInvalidInstance, err, "%s", errMessage(err))
 			}
 			st.Instance = inst
 		} else if r.Site != "" {
 			hint, err := v.ParseInstance(r.Site)
 			if err != nil {
-				return "", newError(CodeInvalidInstance, err, "%s", errMessage(err))
+				return "", broker.NewError(broker.CodeInvalidInstance, err, "%s", errMessage(err))
 			}
 			st.Instance = hint
 		}
 	}
 
-	client, err := b.client(ctx, caller.Account, v)
+	client, err := f.lc.Client(ctx, caller.Account, v)
 	if err != nil {
 		return "", err
 	}
-	cfg := v.OAuthConfig(st.Instance, client, b.callbackURL(v.Name()))
+	cfg := v.OAuthConfig(st.Instance, client, f.callbackURL(v.Name()))
 	st.ClientID = client.ClientID
 	st.TokenURL = cfg.Endpoint.TokenURL
-	st.ExpiresAt = b.now().Add(b.stateTTL)
+	st.ExpiresAt = f.now().Add(f.stateTTL)
 	opts := append([]oauth2.AuthCodeOption(nil), v.AuthCodeOptions()...)
 	if v.PKCE() {
 		st.Verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(st.Verifier))
 	}
 	fc := flowCaller{account: caller.Account, subject: caller.Subject}
-	if wait, ok := b.flows.start(fc, b.now()); !ok {
-		return "", newError(CodeTooManyFlows, nil,
+	if wait, ok := f.flows.start(fc, f.now()); !ok {
+		return "", broker.NewError(broker.CodeTooManyFlows, nil,
 			"%d OAuth flows started by this caller are in progress; finish one or retry in %s (a state expires after %s)",
-			b.flows.max, wait.Round(time.Second), b.stateTTL)
+			f.flows.max, wait.Round(time.Second), f.stateTTL)
 	}
-	id := randomToken(32)
-	if err := b.store.PutState(ctx, id, st, b.stateTTL); err != nil {
-		b.flows.done(fc)
-		return "", storeError(err)
+	id := broker.RandomToken(32)
+	if err := f.store.PutState(ctx, id, st, f.stateTTL); err != nil {
+		f.flows.done(fc)
+		return "", broker.StoreError(err)
 	}
-	b.log.InfoContext(ctx, "oauth flow started", "account", caller.Account, "vendor", v.Name(),
+	f.log.InfoContext(ctx, "oauth flow started", "account", caller.Account, "vendor", v.Name(),
 		"flow", string(flow), "action", actionLabel(action))
 	return cfg.AuthCodeURL(id, opts...), nil
 }
 
-func precheck(action Action, exists bool, what string) error {
+func precheck(action broker.Action, exists bool, what string) error {
 	switch {
-	case action == ActionConnect && exists:
-		return newError(CodeAlreadyConnected, nil, "%s is already connected; use action=reconnect or action=changeUser", what)
-	case action != ActionConnect && !exists:
-		return newError(CodeNotConnected, nil, "%s is not connected; connect it first", what)
+	case action == broker.ActionConnect && exists:
+		return broker.NewError(broker.CodeAlreadyConnected, nil, "%s is already connected; use action=reconnect or action=changeUser", what)
+	case action != broker.ActionConnect && !exists:
+		return broker.NewError(broker.CodeNotConnected, nil, "%s is not connected; connect it first", what)
 	}
 	return nil
 }
@@ -185,23 +187,13 @@ type CallbackRequest struct {
 	Binding string
 }
 
-// Result values of a successful callback.
-const (
-	ResultConnected   = "connected"
-	ResultReconnected = "reconnected"
-	ResultUserChanged = "userChanged"
-	// ResultPendingConfirmation: the authorization is parked until the
-	// starter confirms it (ConfirmFlow).
-	ResultPendingConfirmation = "pendingConfirmation"
-)
-
 // CallbackResult says what the callback did and where the browser goes next.
 // It is returned with errors too, so the handler can redirect the error to
 // ReturnTo once the state has been verified.
 type CallbackResult struct {
 	Vendor   string
-	Flow     Flow
-	Action   Action
+	Flow     broker.Flow
+	Action   broker.Action
 	Result   string
 	ReturnTo string
 	// Confirmation is the id of the parked result when Result is
@@ -210,62 +202,62 @@ type CallbackResult struct {
 }
 
 // Callback finishes an OAuth round trip. Whatever fails, nothing stored changes.
-func (b *Broker) Callback(ctx context.Context, vendorName string, r CallbackRequest) (res CallbackResult, err error) {
-	v, err := b.Vendor(vendorName)
+func (f *Service) Callback(ctx context.Context, vendorName string, r CallbackRequest) (res CallbackResult, err error) {
+	v, err := f.lc.Vendor(vendorName)
 	if err != nil {
 		return res, err
 	}
 	res.Vendor = v.Name()
 	defer func() {
-		b.metrics.callback(v.Name(), res.Action, err)
+		f.metrics.callback(v.Name(), res.Action, err)
 	}()
 	if r.State == "" {
-		return res, newError(CodeInvalidState, nil, "state is missing")
+		return res, broker.NewError(broker.CodeInvalidState, nil, "state is missing")
 	}
-	st, err := b.store.TakeState(ctx, r.State)
+	st, err := f.store.TakeState(ctx, r.State)
 	switch {
-	case errors.Is(err, ErrNotFound):
-		return res, newError(CodeInvalidState, nil, "state is unknown, used or expired")
+	case errors.Is(err, broker.ErrNotFound):
+		return res, broker.NewError(broker.CodeInvalidState, nil, "state is unknown, used or expired")
 	case err != nil:
-		return res, storeError(err)
+		return res, broker.StoreError(err)
 	}
-	b.flows.done(flowCaller{account: st.Account, subject: st.Subject})
+	f.flows.done(flowCaller{account: st.Account, subject: st.Subject})
 	if st.Vendor != v.Name() {
-		return res, newError(CodeInvalidState, nil, "state was issued for another vendor")
+		return res, broker.NewError(broker.CodeInvalidState, nil, "state was issued for another vendor")
 	}
-	if !b.now().Before(st.ExpiresAt) {
-		return res, newError(CodeInvalidState, nil, "state has expired")
+	if !f.now().Before(st.ExpiresAt) {
+		return res, broker.NewError(broker.CodeInvalidState, nil, "state has expired")
 	}
 	res.Flow, res.Action, res.ReturnTo = st.Flow, st.Action, st.ReturnTo
 	// Checked before the vendor's own answer: a flow completed in another
 	// browser is refused whatever the vendor said, and the state, taken
 	// above, cannot be tried again.
 	if st.Binding != "" && subtle.ConstantTimeCompare([]byte(st.Binding), []byte(r.Binding)) != 1 {
-		b.log.WarnContext(ctx, "oauth callback from another browser refused", "account", st.Account,
+		f.log.WarnContext(ctx, "oauth callback from another browser refused", "account", st.Account,
 			"vendor", v.Name(), "flow", string(st.Flow), "action", actionLabel(st.Action), "cookie", r.Binding != "")
-		return res, newError(CodeFlowNotBound, nil,
+		return res, broker.NewError(broker.CodeFlowNotBound, nil,
 			"this authorization was started in another browser; nothing was changed: start it again from the browser that will approve it")
 	}
 	if r.Error != "" {
-		return res, newError(CodeAccessDenied, nil, "the vendor did not grant access (%s)", safeVendorCode(r.Error))
+		return res, broker.NewError(broker.CodeAccessDenied, nil, "the vendor did not grant access (%s)", broker.SafeVendorCode(r.Error))
 	}
 	if r.Code == "" {
-		return res, newError(CodeInvalidRequest, nil, "code is missing")
+		return res, broker.NewError(broker.CodeInvalidRequest, nil, "code is missing")
 	}
 
-	client, err := b.clientByID(ctx, st.Account, v, st.ClientID)
+	client, err := f.lc.ClientByID(ctx, st.Account, v, st.ClientID)
 	if err != nil {
 		return res, err
 	}
-	if err := checkInstance(v, st.Instance); err != nil {
-		return res, newError(CodeInvalidInstance, err, "the instance is no longer in the allowed hosts")
+	if err := broker.CheckInstance(v, st.Instance); err != nil {
+		return res, broker.NewError(broker.CodeInvalidInstance, err, "the instance is no longer in the allowed hosts")
 	}
-	cfg := v.OAuthConfig(st.Instance, client, b.callbackURL(v.Name()))
+	cfg := v.OAuthConfig(st.Instance, client, f.callbackURL(v.Name()))
 	if cfg.Endpoint.TokenURL != st.TokenURL {
 		// Mix-up defence: a code is redeemed only where its state says.
-		return res, newError(CodeInvalidState, nil, "state does not match this authorization server")
+		return res, broker.NewError(broker.CodeInvalidState, nil, "state does not match this authorization server")
 	}
-	vctx, cancel := context.WithTimeout(HTTPClientContext(ctx, b.hc), b.vendorTO)
+	vctx, cancel := context.WithTimeout(broker.HTTPClientContext(ctx, f.hc), f.vendorTO)
 	defer cancel()
 	var opts []oauth2.AuthCodeOption
 	if st.Verifier != "" {
@@ -273,63 +265,63 @@ func (b *Broker) Callback(ctx context.Context, vendorName string, r CallbackRequ
 	}
 	tok, err := cfg.Exchange(vctx, r.Code, opts...)
 	if err != nil {
-		if IsRedirect(err) {
-			return res, newError(CodeExchangeFailed, err, "the vendor's token endpoint answered with a redirect, which is never followed")
+		if broker.IsRedirect(err) {
+			return res, broker.NewError(broker.CodeExchangeFailed, err, "the vendor's token endpoint answered with a redirect, which is never followed")
 		}
-		if ClassifyTokenError(err) == ClassTransient {
-			return res, newError(CodeVendorUnavailable, err, "the vendor's token endpoint is unavailable; try again")
+		if broker.ClassifyTokenError(err) == broker.ClassTransient {
+			return res, broker.NewError(broker.CodeVendorUnavailable, err, "the vendor's token endpoint is unavailable; try again")
 		}
-		return res, newError(CodeExchangeFailed, err, "the vendor refused the authorization code")
+		return res, broker.NewError(broker.CodeExchangeFailed, err, "the vendor refused the authorization code")
 	}
 	user, inst, err := v.Identify(vctx, st.Instance, tok)
 	if err != nil {
-		b.revokeQuietly(ctx, v, st, inst, tok, client)
+		f.revokeQuietly(ctx, v, st, inst, tok, client)
 		switch {
-		case errors.Is(err, ErrSiteChoiceRequired):
-			return res, newError(CodeSiteChoiceRequired, err, "%s", errMessage(err))
-		case errors.Is(err, ErrInstanceMismatch):
-			return res, newError(CodeInstanceMismatch, err, "%s", errMessage(err))
+		case errors.Is(err, broker.ErrSiteChoiceRequired):
+			return res, broker.NewError(broker.CodeSiteChoiceRequired, err, "%s", errMessage(err))
+		case errors.Is(err, broker.ErrInstanceMismatch):
+			return res, broker.NewError(broker.CodeInstanceMismatch, err, "%s", errMessage(err))
 		}
-		return res, newError(CodeVendorUnavailable, err, "could not identify the approving user at the vendor")
+		return res, broker.NewError(broker.CodeVendorUnavailable, err, "could not identify the approving user at the vendor")
 	}
-	now := b.now()
-	tokens := Tokens{
+	now := f.now()
+	tokens := broker.Tokens{
 		AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken, Expiry: tok.Expiry,
 		IssuedAt: now, RefreshIssuedAt: now, ConsentAt: now,
 	}
 	if st.Confirm {
-		return b.park(ctx, res, st, ParkedResult{Instance: inst, User: user, Tokens: tokens, ClientID: client.ClientID})
+		return f.park(ctx, res, st, broker.ParkedResult{Instance: inst, User: user, Tokens: tokens, ClientID: client.ClientID})
 	}
-	res.Result, err = b.apply(ctx, st.connectionKey(), st, inst, user, tokens, client.ClientID)
+	res.Result, err = f.apply(ctx, connectionKey(st), st, inst, user, tokens, client.ClientID)
 	if err != nil {
-		b.revokeQuietly(ctx, v, st, inst, tok, client)
+		f.revokeQuietly(ctx, v, st, inst, tok, client)
 		return res, err
 	}
-	b.log.InfoContext(ctx, "oauth flow completed", "account", st.Account, "vendor", v.Name(),
+	f.log.InfoContext(ctx, "oauth flow completed", "account", st.Account, "vendor", v.Name(),
 		"flow", string(st.Flow), "action", actionLabel(st.Action), "result", res.Result)
 	return res, nil
 }
 
 // apply writes the outcome of a successful authorization with check-and-set,
 // re-reading and re-deciding when another writer (a refresh) got there first.
-func (b *Broker) apply(ctx context.Context, key Key, st OAuthState, inst Instance, user User, tokens Tokens, clientID string) (string, error) {
+func (f *Service) apply(ctx context.Context, key broker.Key, st broker.OAuthState, inst broker.Instance, user broker.User, tokens broker.Tokens, clientID string) (string, error) {
 	for attempt := 0; attempt < 5; attempt++ {
-		cur, err := b.store.GetConnection(ctx, key)
+		cur, err := f.store.GetConnection(ctx, key)
 		exists := err == nil
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return "", storeError(err)
+		if err != nil && !errors.Is(err, broker.ErrNotFound) {
+			return "", broker.StoreError(err)
 		}
 		if key.UserID != "" {
 			// A user-level connection lives on the integration's instance.
-			app, err := b.store.GetConnection(ctx, key.AppKey())
+			app, err := f.store.GetConnection(ctx, key.AppKey())
 			if err != nil {
-				if errors.Is(err, ErrNotFound) {
-					return "", newError(CodeNotConnected, nil, "the integration was disconnected meanwhile")
+				if errors.Is(err, broker.ErrNotFound) {
+					return "", broker.NewError(broker.CodeNotConnected, nil, "the integration was disconnected meanwhile")
 				}
-				return "", storeError(err)
+				return "", broker.StoreError(err)
 			}
 			if !app.Instance.Same(inst) {
-				return "", newError(CodeInstanceMismatch, nil, "the approving user belongs to another instance or site")
+				return "", broker.NewError(broker.CodeInstanceMismatch, nil, "the approving user belongs to another instance or site")
 			}
 		}
 		result, err := decide(st.Action, exists, cur, inst, user)
@@ -338,7 +330,7 @@ func (b *Broker) apply(ctx context.Context, key Key, st OAuthState, inst Instanc
 		}
 		next := cur
 		if !exists {
-			next = Connection{Key: key, CreatedAt: b.now()}
+			next = broker.Connection{Key: key, CreatedAt: f.now()}
 		}
 		next.Instance = mergeInstance(cur.Instance, inst, exists)
 		next.User = user
@@ -346,59 +338,59 @@ func (b *Broker) apply(ctx context.Context, key Key, st OAuthState, inst Instanc
 		next.ClientID = clientID
 		next.RefreshTokenExpired = false
 		next.LastError = nil
-		next.UpdatedAt = b.now()
-		saved, err := b.store.PutConnection(ctx, next)
-		if errors.Is(err, ErrVersionConflict) {
+		next.UpdatedAt = f.now()
+		saved, err := f.store.PutConnection(ctx, next)
+		if errors.Is(err, broker.ErrVersionConflict) {
 			continue
 		}
 		if err != nil {
-			return "", storeError(err)
+			return "", broker.StoreError(err)
 		}
-		b.storedEverywhere(ctx, saved)
-		var prev *Connection
+		f.lc.StoredEverywhere(ctx, saved)
+		var prev *broker.Connection
 		if exists {
 			prev = &cur
 		}
-		b.changed(ctx, prev, &saved, result)
+		f.lc.Changed(ctx, prev, &saved, result)
 		return result, nil
 	}
-	return "", newError(CodeConflict, nil, "the connection kept changing; try again")
+	return "", broker.NewError(broker.CodeConflict, nil, "the connection kept changing; try again")
 }
 
 // decide applies the action's rules to what is stored now.
-func decide(action Action, exists bool, cur Connection, inst Instance, user User) (string, error) {
+func decide(action broker.Action, exists bool, cur broker.Connection, inst broker.Instance, user broker.User) (string, error) {
 	switch action {
-	case ActionConnect:
+	case broker.ActionConnect:
 		if exists {
-			return "", newError(CodeAlreadyConnected, nil, "already connected (connected meanwhile)")
+			return "", broker.NewError(broker.CodeAlreadyConnected, nil, "already connected (connected meanwhile)")
 		}
-		return ResultConnected, nil
-	case ActionReconnect:
+		return broker.ResultConnected, nil
+	case broker.ActionReconnect:
 		if !exists {
-			return "", newError(CodeNotConnected, nil, "not connected (disconnected meanwhile)")
+			return "", broker.NewError(broker.CodeNotConnected, nil, "not connected (disconnected meanwhile)")
 		}
 		if !cur.Instance.Same(inst) {
-			return "", newError(CodeInstanceMismatch, nil, "reconnect must use the same instance or site")
+			return "", broker.NewError(broker.CodeInstanceMismatch, nil, "reconnect must use the same instance or site")
 		}
 		if cur.User.ID != user.ID {
-			return "", newError(CodeUserMismatch, nil, "reconnect was approved by another user; use Change User to switch users")
+			return "", broker.NewError(broker.CodeUserMismatch, nil, "reconnect was approved by another user; use Change User to switch users")
 		}
-		return ResultReconnected, nil
-	case ActionChangeUser:
+		return broker.ResultReconnected, nil
+	case broker.ActionChangeUser:
 		if !exists {
-			return "", newError(CodeNotConnected, nil, "not connected (disconnected meanwhile)")
+			return "", broker.NewError(broker.CodeNotConnected, nil, "not connected (disconnected meanwhile)")
 		}
 		if !cur.Instance.Same(inst) {
-			return "", newError(CodeInstanceMismatch, nil, "the new user must belong to the same instance or site")
+			return "", broker.NewError(broker.CodeInstanceMismatch, nil, "the new user must belong to the same instance or site")
 		}
-		return ResultUserChanged, nil
+		return broker.ResultUserChanged, nil
 	}
-	return "", newError(CodeInvalidRequest, nil, "unknown action")
+	return "", broker.NewError(broker.CodeInvalidRequest, nil, "unknown action")
 }
 
 // mergeInstance keeps the stored instance identity and refreshes its display
 // fields (a Confluence site may be renamed).
-func mergeInstance(cur, got Instance, exists bool) Instance {
+func mergeInstance(cur, got broker.Instance, exists bool) broker.Instance {
 	if !exists {
 		return got
 	}
@@ -414,35 +406,21 @@ func mergeInstance(cur, got Instance, exists bool) Instance {
 
 // revokeQuietly gives back tokens obtained by a callback that then failed, so
 // a refused changeUser leaves no stray grant at the vendor.
-func (b *Broker) revokeQuietly(ctx context.Context, v Vendor, st OAuthState, inst Instance, tok *oauth2.Token, client ClientCredentials) {
-	if inst == (Instance{}) {
+func (f *Service) revokeQuietly(ctx context.Context, v broker.Vendor, st broker.OAuthState, inst broker.Instance, tok *oauth2.Token, client broker.ClientCredentials) {
+	if inst == (broker.Instance{}) {
 		inst = st.Instance
 	}
-	c := Connection{Key: Key{Account: st.Account, Vendor: v.Name()}, Instance: inst,
-		Tokens: Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken}}
+	c := broker.Connection{Key: broker.Key{Account: st.Account, Vendor: v.Name()}, Instance: inst,
+		Tokens: broker.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken}}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := v.Revoke(rctx, c, client); err != nil {
-		b.log.WarnContext(ctx, "revoking unused tokens failed", "vendor", v.Name(), "err", err)
+		f.log.WarnContext(ctx, "revoking unused tokens failed", "vendor", v.Name(), "err", err)
 	}
 }
 
-// safeVendorCode keeps a vendor's error parameter to a short token-like word
-// so that nothing odd is reflected into messages or URLs.
-func safeVendorCode(s string) string {
-	if len(s) > 64 {
-		s = s[:64]
-	}
-	for _, r := range s {
-		if !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') {
-			return "error"
-		}
-	}
-	return s
-}
-
-func actionLabel(a Action) string {
-	if a == ActionConnect {
+func actionLabel(a broker.Action) string {
+	if a == broker.ActionConnect {
 		return "connect"
 	}
 	return string(a)

@@ -1,4 +1,4 @@
-package broker
+package flows
 
 import (
 	"errors"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // returnPrefix is one entry of the returnTo allowlist, kept as the browser
@@ -38,26 +40,26 @@ func parseReturnPrefix(raw string) (returnPrefix, error) {
 // (the URL standard treats "%2e" as "."), so any segment that is or decodes to
 // a dot segment, holds a slash or backslash once decoded, or is empty inside
 // the path, is refused before any prefix is compared.
-func (b *Broker) checkReturnTo(raw string) error {
+func (f *Service) checkReturnTo(raw string) error {
 	if raw == "" {
 		return nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || u.Host == "" || u.User != nil || u.Fragment != "" || u.Opaque != "" {
-		return newError(CodeInvalidReturnTo, err, "returnTo must be an absolute URL on the allowlist")
+		return broker.NewError(broker.CodeInvalidReturnTo, err, "returnTo must be an absolute URL on the allowlist")
 	}
 	segs, ok := pathSegments(u)
 	if !ok {
-		return newError(CodeInvalidReturnTo, nil,
+		return broker.NewError(broker.CodeInvalidReturnTo, nil,
 			"returnTo must not hold dot or empty path segments, encoded slashes, backslashes or escaped escapes")
 	}
 	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Host)
-	for _, p := range b.returnURLs {
+	for _, p := range f.returnURLs {
 		if scheme == p.scheme && host == p.host && len(segs) >= len(p.segs) && slices.Equal(segs[:len(p.segs)], p.segs) {
 			return nil
 		}
 	}
-	return newError(CodeInvalidReturnTo, nil, "returnTo is not on the allowlist (BROKER_RETURN_URLS)")
+	return broker.NewError(broker.CodeInvalidReturnTo, nil, "returnTo is not on the allowlist (BROKER_RETURN_URLS)")
 }
 
 // pathSegments returns the decoded segments of u's path ("" for "/" alone)

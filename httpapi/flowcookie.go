@@ -10,7 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/flows"
 )
 
 // FlowBinding binds an OAuth flow to the browser that started it: the OAuth
@@ -82,7 +82,7 @@ func (f FlowBinding) start(c *gin.Context) string {
 		Name: f.name(), Value: v, Path: "/", MaxAge: int(f.MaxAge / time.Second),
 		Secure: f.Secure, HttpOnly: true, SameSite: http.SameSiteLaxMode,
 	})
-	return broker.BindingOf(v)
+	return flows.BindingOf(v)
 }
 
 // presented is the binding of the cookie the callback's browser sent, ""
@@ -92,7 +92,7 @@ func (f FlowBinding) presented(c *gin.Context) string {
 	if err != nil || !wellFormedFlowCookie(v) {
 		return ""
 	}
-	return broker.BindingOf(v)
+	return flows.BindingOf(v)
 }
 
 // wellFormedFlowCookie accepts what rand.Text makes: 26 characters of the

@@ -9,11 +9,12 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/flows"
 )
 
 // handlers are thin: parse, call the core, write the answer or the error.
 type handlers struct {
-	b       *broker.Broker
+	f       Flows
 	caller  func(c *gin.Context) (broker.Caller, bool)
 	binding FlowBinding
 }
@@ -59,7 +60,7 @@ func (h *handlers) status(c *gin.Context) {
 	if !ok {
 		return
 	}
-	typ, err := h.b.ParseType(c.Query("type"))
+	typ, err := h.f.ParseType(c.Query("type"))
 	if err != nil {
 		writeError(c, err)
 		return
@@ -68,7 +69,7 @@ func (h *handlers) status(c *gin.Context) {
 	if !ok {
 		return
 	}
-	out, err := h.b.Status(c.Request.Context(), who.Account, typ, withUsers)
+	out, err := h.f.Status(c.Request.Context(), who.Account, typ, withUsers)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -85,7 +86,7 @@ func (h *handlers) users(c *gin.Context) {
 	if !ok {
 		return
 	}
-	page, err := h.b.UserStatuses(c.Request.Context(), who, c.Param("vendor"), c.Query("cursor"), limit)
+	page, err := h.f.UserStatuses(c.Request.Context(), who, c.Param("vendor"), c.Query("cursor"), limit)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -98,7 +99,7 @@ func (h *handlers) authURL(c *gin.Context) {
 	if !ok {
 		return
 	}
-	u, err := h.b.AuthURL(c.Request.Context(), who, c.Param("vendor"), broker.AuthURLRequest{
+	u, err := h.f.AuthURL(c.Request.Context(), who, c.Param("vendor"), flows.AuthURLRequest{
 		Flow:        c.Query("flow"),
 		Action:      c.Query("action"),
 		InstanceURL: c.Query("instanceUrl"),
@@ -117,7 +118,7 @@ func (h *handlers) authURL(c *gin.Context) {
 }
 
 func (h *handlers) callback(c *gin.Context) {
-	res, err := h.b.Callback(c.Request.Context(), c.Param("vendor"), broker.CallbackRequest{
+	res, err := h.f.Callback(c.Request.Context(), c.Param("vendor"), flows.CallbackRequest{
 		Code:             c.Query("code"),
 		State:            c.Query("state"),
 		Error:            c.Query("error"),
@@ -159,7 +160,7 @@ func (h *handlers) pendingFlow(c *gin.Context) {
 	if !ok {
 		return
 	}
-	p, err := h.b.PendingFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"))
+	p, err := h.f.PendingFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"))
 	if err != nil {
 		writeError(c, err)
 		return
@@ -179,7 +180,7 @@ func (h *handlers) confirmFlow(c *gin.Context) {
 	if !ok {
 		return
 	}
-	res, err := h.b.ConfirmFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"), c.Request.Method == http.MethodPost)
+	res, err := h.f.ConfirmFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"), c.Request.Method == http.MethodPost)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -214,7 +215,7 @@ func (h *handlers) disconnect(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.b.Disconnect(c.Request.Context(), who, c.Param("vendor")); err != nil {
+	if err := h.f.Disconnect(c.Request.Context(), who, c.Param("vendor")); err != nil {
 		writeError(c, err)
 		return
 	}
@@ -226,7 +227,7 @@ func (h *handlers) deleteUser(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.b.DeleteUserConnection(c.Request.Context(), who, c.Param("vendor"), c.Param("userId")); err != nil {
+	if err := h.f.DeleteUserConnection(c.Request.Context(), who, c.Param("vendor"), c.Param("userId")); err != nil {
 		writeError(c, err)
 		return
 	}
@@ -247,7 +248,7 @@ func (h *handlers) putConfig(c *gin.Context) {
 	if !readJSON(c, &req) {
 		return
 	}
-	info, err := h.b.SetClient(c.Request.Context(), who, c.Param("vendor"),
+	info, err := h.f.SetClient(c.Request.Context(), who, c.Param("vendor"),
 		broker.ClientCredentials{ClientID: req.ClientID, ClientSecret: req.ClientSecret})
 	if err != nil {
 		writeError(c, err)
@@ -261,7 +262,7 @@ func (h *handlers) getConfig(c *gin.Context) {
 	if !ok {
 		return
 	}
-	info, err := h.b.GetClient(c.Request.Context(), who, c.Param("vendor"))
+	info, err := h.f.GetClient(c.Request.Context(), who, c.Param("vendor"))
 	if err != nil {
 		writeError(c, err)
 		return

@@ -1,9 +1,10 @@
 // Package httpapi serves tokenbroker's HTTP API on gin: the status and OAuth
 // routes of the admin UI, the management routes, and the proxy route. Handlers
-// are thin; the rules live in package broker.
+// are thin; the rules live in package flows (and lifecycle, proxy).
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/flows"
 	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
@@ -22,9 +24,25 @@ func proxyMethods() []string {
 	}
 }
 
-// Options wires the router. Broker, Authenticate and Caller are required.
+// Flows is what the handlers need of the OAuth and admin flows
+// (*flows.Service): each route calls one of these and writes its answer.
+type Flows interface {
+	ParseType(raw string) (broker.IntegrationType, error)
+	Status(ctx context.Context, account string, typ broker.IntegrationType, includeUsers bool) ([]flows.IntegrationStatus, error)
+	UserStatuses(ctx context.Context, caller broker.Caller, vendor, cursor string, limit int) (flows.UserPage, error)
+	AuthURL(ctx context.Context, caller broker.Caller, vendor string, r flows.AuthURLRequest) (string, error)
+	Callback(ctx context.Context, vendor string, r flows.CallbackRequest) (flows.CallbackResult, error)
+	PendingFlow(ctx context.Context, caller broker.Caller, vendor, id string) (flows.PendingFlow, error)
+	ConfirmFlow(ctx context.Context, caller broker.Caller, vendor, id string, accept bool) (flows.CallbackResult, error)
+	Disconnect(ctx context.Context, caller broker.Caller, vendor string) error
+	DeleteUserConnection(ctx context.Context, caller broker.Caller, vendor, userID string) error
+	SetClient(ctx context.Context, caller broker.Caller, vendor string, c broker.ClientCredentials) (flows.ClientInfo, error)
+	GetClient(ctx context.Context, caller broker.Caller, vendor string) (flows.ClientInfo, error)
+}
+
+// Options wires the router. Flows, Authenticate and Caller are required.
 type Options struct {
-	Broker *broker.Broker
+	Flows Flows
 	// Authenticate verifies the caller's JWT and aborts with 401 when it is
 	// missing or bad; it runs on every /v1 and /proxy route but the callback.
 	Authenticate gin.HandlerFunc
@@ -45,10 +63,10 @@ type Options struct {
 
 // New builds the API router.
 func New(o Options) (*gin.Engine, error) {
-	if o.Broker == nil || o.Authenticate == nil || o.Caller == nil {
-		return nil, errors.New("httpapi: Broker, Authenticate and Caller are required")
+	if o.Flows == nil || o.Authenticate == nil || o.Caller == nil {
+		return nil, errors.New("httpapi: Flows, Authenticate and Caller are required")
 	}
-	h := &handlers{b: o.Broker, caller: o.Caller, binding: o.FlowBinding}
+	h := &handlers{f: o.Flows, caller: o.Caller, binding: o.FlowBinding}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = false

@@ -1,10 +1,12 @@
-package broker
+package lifecycle
 
 import (
 	"context"
 	"maps"
 	"slices"
 	"sync"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // unannounced holds the newest change per connection whose announcement
@@ -15,15 +17,15 @@ import (
 // announcing again harmless.
 type unannounced struct {
 	mu sync.Mutex
-	m  map[Key]Change
+	m  map[broker.Key]broker.Change
 }
 
 // failed records ch unless a newer change of its key waits already.
-func (u *unannounced) failed(ch Change) {
+func (u *unannounced) failed(ch broker.Change) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.m == nil {
-		u.m = make(map[Key]Change)
+		u.m = make(map[broker.Key]broker.Change)
 	}
 	if cur, ok := u.m[ch.Key]; ok && cur.Version > ch.Version {
 		return
@@ -32,7 +34,7 @@ func (u *unannounced) failed(ch Change) {
 }
 
 // announced forgets what ch covers: its key's waiting change, unless newer.
-func (u *unannounced) announced(ch Change) {
+func (u *unannounced) announced(ch broker.Change) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if cur, ok := u.m[ch.Key]; ok && cur.Version <= ch.Version {
@@ -40,7 +42,7 @@ func (u *unannounced) announced(ch Change) {
 	}
 }
 
-func (u *unannounced) all() []Change {
+func (u *unannounced) all() []broker.Change {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return slices.Collect(maps.Values(u.m))
@@ -49,7 +51,7 @@ func (u *unannounced) all() []Change {
 // publish announces ch to every replica. A failure is remembered and the
 // announcement retried (announceAgain), since other replicas would not
 // otherwise learn of the change before their next full reload.
-func (b *Broker) publish(ctx context.Context, ch Change) {
+func (b *Core) publish(ctx context.Context, ch broker.Change) {
 	pctx, cancel := storeCall(ctx)
 	defer cancel()
 	if err := b.store.Publish(pctx, ch); err != nil {
@@ -63,7 +65,7 @@ func (b *Broker) publish(ctx context.Context, ch Change) {
 
 // announceAgain retries the announcements that failed and reports whether
 // any still failed.
-func (b *Broker) announceAgain(ctx context.Context) bool {
+func (b *Core) announceAgain(ctx context.Context) bool {
 	failed := false
 	for _, ch := range b.unannounced.all() {
 		if err := b.store.Publish(ctx, ch); err != nil {

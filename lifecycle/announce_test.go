@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // rotatingEndpoint is an Atlassian-like token endpoint: each refresh token
@@ -66,7 +66,7 @@ func TestAnnouncedResultIsAdopted(t *testing.T) {
 	conn := a.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(time.Hour))
 	startAll(t, a, b)
 	fs.failPuts.Store(true)
-	got, err := a.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
+	got, err := a.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true})
 	if err != nil || got.Tokens.RefreshToken != "refresh-1" {
 		t.Fatalf("A's refresh during the write outage: %q, %v", got.Tokens.RefreshToken, err)
 	}
@@ -83,7 +83,7 @@ func TestAnnouncedResultIsAdopted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	// The vendor refuses access-1 on B (say it was revoked): B refreshes.
-	got, err = b.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Rejected: "access-1"})
+	got, err = b.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Rejected: "access-1"})
 	if err != nil {
 		t.Fatalf("B's refresh: %v", err)
 	}
@@ -97,7 +97,7 @@ func TestAnnouncedResultIsAdopted(t *testing.T) {
 	// A forced refresh on A, which has not stored anything yet, starts from
 	// B's stored result in turn.
 	fs.failPuts.Store(false)
-	if got, err = a.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true}); err != nil || got.Tokens.RefreshToken != "refresh-3" {
+	if got, err = a.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true}); err != nil || got.Tokens.RefreshToken != "refresh-3" {
 		t.Errorf("A's next refresh: %q, %v, want refresh-3", got.Tokens.RefreshToken, err)
 	}
 	if r := ep.reuse(); len(r) != 0 {

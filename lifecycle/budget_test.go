@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestRefreshStoreCallsShareOneBudget is defect 11 of issue 9: during a Vault
@@ -33,7 +34,7 @@ func TestRefreshStoreCallsShareOneBudget(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Second)
 	defer cancel()
 	start := time.Now()
-	got, err := c.Refresh(ctx, conn.Key, broker.RefreshOptions{Force: true})
+	got, err := c.Refresh(ctx, conn.Key, lifecycle.RefreshOptions{Force: true})
 	if d := time.Since(start); d > budget+slack {
 		t.Errorf("successful refresh during a store pause took %v, want at most the %v budget", d.Round(time.Millisecond), budget)
 	}
@@ -43,7 +44,7 @@ func TestRefreshStoreCallsShareOneBudget(t *testing.T) {
 
 	vend.failing.Store(true)
 	start = time.Now()
-	_, err = c.Refresh(ctx, conn.Key, broker.RefreshOptions{Force: true})
+	_, err = c.Refresh(ctx, conn.Key, lifecycle.RefreshOptions{Force: true})
 	if d := time.Since(start); d > budget+slack {
 		t.Errorf("failed refresh during a store pause took %v, want at most the %v budget", d.Round(time.Millisecond), budget)
 	}
@@ -54,7 +55,7 @@ func TestRefreshStoreCallsShareOneBudget(t *testing.T) {
 	short, cancelShort := context.WithTimeout(t.Context(), time.Second)
 	defer cancelShort()
 	start = time.Now()
-	_, _ = c.Refresh(short, conn.Key, broker.RefreshOptions{Force: true})
+	_, _ = c.Refresh(short, conn.Key, lifecycle.RefreshOptions{Force: true})
 	if d := time.Since(start); d > time.Second+500*time.Millisecond {
 		t.Errorf("a caller with a 1 s deadline waited %v", d.Round(time.Millisecond))
 	}

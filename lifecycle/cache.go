@@ -1,4 +1,4 @@
-package broker
+package lifecycle
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // cache holds every connection this replica serves, in memory, so that the
@@ -21,8 +23,8 @@ import (
 // one and is taken.
 type cache struct {
 	mu      sync.RWMutex
-	entries map[Key]*cached
-	gone    map[Key]tombstone
+	entries map[broker.Key]*cached
+	gone    map[broker.Key]tombstone
 }
 
 type tombstone struct {
@@ -40,15 +42,15 @@ const (
 // cached is an immutable snapshot: replaced whole, never mutated, so readers
 // holding an old one (requests in flight) finish with the old token.
 type cached struct {
-	conn Connection
+	conn broker.Connection
 	base *url.URL
 }
 
 func newCache() *cache {
-	return &cache{entries: make(map[Key]*cached), gone: make(map[Key]tombstone)}
+	return &cache{entries: make(map[broker.Key]*cached), gone: make(map[broker.Key]tombstone)}
 }
 
-func (c *cache) get(k Key) (*cached, bool) {
+func (c *cache) get(k broker.Key) (*cached, bool) {
 	c.mu.RLock()
 	e, ok := c.entries[k]
 	c.mu.RUnlock()
@@ -60,7 +62,7 @@ func (c *cache) get(k Key) (*cached, bool) {
 // the store could not take yet) or conn is a deleted version. When the entry
 // changes, changed runs under the same lock, so that what follows the cache
 // (the refresh schedule) cannot be overtaken by a racing put.
-func (c *cache) put(conn Connection, base *url.URL, changed func(Connection)) bool {
+func (c *cache) put(conn broker.Connection, base *url.URL, changed func(broker.Connection)) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if t, ok := c.gone[conn.Key]; ok {
@@ -78,7 +80,7 @@ func (c *cache) put(conn Connection, base *url.URL, changed func(Connection)) bo
 }
 
 // newer reports whether a is newer than b.
-func newer(a, b Connection) bool {
+func newer(a, b broker.Connection) bool {
 	if a.Version != b.Version {
 		return a.Version > b.Version
 	}
@@ -87,7 +89,7 @@ func newer(a, b Connection) bool {
 
 // remove drops k, leaving a tombstone at version (or the cached version,
 // when higher), and runs removed under the lock.
-func (c *cache) remove(k Key, version uint64, now time.Time, removed func()) {
+func (c *cache) remove(k broker.Key, version uint64, now time.Time, removed func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[k]; ok && e.conn.Version > version {
@@ -111,7 +113,7 @@ func (c *cache) remove(k Key, version uint64, now time.Time, removed func()) {
 // is newer than the store's copy (a refresh result not yet written) and
 // leaving out deleted versions (a walk that read them before the delete).
 // each runs for every entry kept, under the lock.
-func (c *cache) replace(all map[Key]*cached, each func(Connection)) {
+func (c *cache) replace(all map[broker.Key]*cached, each func(broker.Connection)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, loaded := range all {
@@ -132,12 +134,12 @@ func (c *cache) replace(all map[Key]*cached, each func(Connection)) {
 
 // flagged counts flagged connections of one vendor (a gauge, read at scrape).
 func (c *cache) flagged(vendor string) int {
-	return c.count(vendor, func(conn Connection) bool { return conn.RefreshTokenExpired })
+	return c.count(vendor, func(conn broker.Connection) bool { return conn.RefreshTokenExpired })
 }
 
 // count is how many cached connections of vendor satisfy pred; a scrape-time
 // walk of the cache, which holds every connection of the fleet.
-func (c *cache) count(vendor string, pred func(Connection) bool) int {
+func (c *cache) count(vendor string, pred func(broker.Connection) bool) int {
 	n := 0
 	c.mu.RLock()
 	for k, e := range c.entries {
@@ -150,20 +152,20 @@ func (c *cache) count(vendor string, pred func(Connection) bool) int {
 }
 
 // stored is called after every successful write this replica makes.
-func (b *Broker) stored(ctx context.Context, conn Connection) {
+func (b *Core) stored(ctx context.Context, conn broker.Connection) {
 	b.cacheConn(conn)
 	snapshot := conn
-	b.publish(ctx, Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot})
+	b.publish(ctx, broker.Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot})
 }
 
-func (b *Broker) uncache(k Key, version uint64) {
+func (b *Core) uncache(k broker.Key, version uint64) {
 	b.cache.remove(k, version, b.now(), func() { b.sched.schedule(k, time.Time{}) })
 }
 
 // reschedule sets when the background refresher next refreshes conn.
-func (b *Broker) reschedule(conn Connection) { b.sched.schedule(conn.Key, b.nextRefresh(conn)) }
+func (b *Core) reschedule(conn broker.Connection) { b.sched.schedule(conn.Key, b.nextRefresh(conn)) }
 
-func (b *Broker) cacheConn(conn Connection) {
+func (b *Core) cacheConn(conn broker.Connection) {
 	v, ok := b.vendors[conn.Key.Vendor]
 	if !ok {
 		return
@@ -173,51 +175,51 @@ func (b *Broker) cacheConn(conn Connection) {
 
 // Access returns a connection's current access token from memory. It waits
 // for the token endpoint only when the token has really expired.
-func (b *Broker) Access(ctx context.Context, key Key) (Access, error) {
+func (b *Core) Access(ctx context.Context, key broker.Key) (broker.Access, error) {
 	e, ok := b.cache.get(key)
 	if !ok {
 		var err error
 		if e, err = b.loadMiss(ctx, key); err != nil {
-			return Access{}, b.readError(key, err)
+			return broker.Access{}, b.readError(key, err)
 		}
 	}
 	if e.conn.RefreshTokenExpired {
-		return Access{}, reconnectRequired(b.vendors[key.Vendor])
+		return broker.Access{}, reconnectRequired(b.vendors[key.Vendor])
 	}
 	if b.usable(e.conn) {
-		return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
+		return broker.Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
 	}
 	return b.refreshed(ctx, key, RefreshOptions{})
 }
 
 // Rejected handles a vendor's refusal of token: one coordinated refresh, or
 // the newer token at once if the connection has moved on already.
-func (b *Broker) Rejected(ctx context.Context, key Key, token string) (Access, error) {
+func (b *Core) Rejected(ctx context.Context, key broker.Key, token string) (broker.Access, error) {
 	if e, ok := b.cache.get(key); ok && e.conn.Tokens.AccessToken != token && !e.conn.RefreshTokenExpired && b.usable(e.conn) {
-		return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
+		return broker.Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
 	}
 	return b.refreshed(ctx, key, RefreshOptions{Rejected: token})
 }
 
-func (b *Broker) refreshed(ctx context.Context, key Key, o RefreshOptions) (Access, error) {
+func (b *Core) refreshed(ctx context.Context, key broker.Key, o RefreshOptions) (broker.Access, error) {
 	conn, err := b.Refresh(ctx, key, o)
 	if conn.Version != 0 {
 		b.cacheConn(conn)
 	}
 	if err != nil {
-		return Access{}, err
+		return broker.Access{}, err
 	}
 	e, ok := b.cache.get(key)
 	if !ok {
-		return Access{}, newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+		return broker.Access{}, broker.NewError(broker.CodeNotConnected, nil, "%s is not connected", key.Vendor)
 	}
-	return Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
+	return broker.Access{Key: key, Token: e.conn.Tokens.AccessToken, Expiry: e.conn.Tokens.Expiry, Base: e.base}, nil
 }
 
 // reload reads every connection from the store into the cache.
-func (b *Broker) reload(ctx context.Context) error {
-	all := make(map[Key]*cached)
-	err := b.store.AllConnections(ctx, func(c Connection) error {
+func (b *Core) reload(ctx context.Context) error {
+	all := make(map[broker.Key]*cached)
+	err := b.store.AllConnections(ctx, func(c broker.Connection) error {
 		if v, ok := b.vendors[c.Key.Vendor]; ok {
 			all[c.Key] = &cached{conn: c, base: v.APIBase(c.Instance)}
 		}
@@ -232,7 +234,7 @@ func (b *Broker) reload(ctx context.Context) error {
 
 // follow applies change notifications until ctx ends, resubscribing (and
 // reloading, since messages may have been lost) when the feed breaks.
-func (b *Broker) follow(ctx context.Context, changes <-chan Change) {
+func (b *Core) follow(ctx context.Context, changes <-chan broker.Change) {
 	for {
 		for ch := range changes {
 			b.apply1(ctx, ch)
@@ -259,7 +261,7 @@ func (b *Broker) follow(ctx context.Context, changes <-chan Change) {
 	}
 }
 
-func (b *Broker) apply1(ctx context.Context, ch Change) {
+func (b *Core) apply1(ctx context.Context, ch broker.Change) {
 	switch {
 	case ch.Key.Account == "":
 		if err := b.reload(ctx); err != nil {
@@ -279,7 +281,7 @@ func (b *Broker) apply1(ctx context.Context, ch Change) {
 		}
 		conn, err := b.store.GetConnection(ctx, ch.Key)
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, broker.ErrNotFound):
 			b.uncache(ch.Key, ch.Version)
 		case err != nil:
 			b.log.WarnContext(ctx, "read of changed connection failed", "vendor", ch.Key.Vendor, "err", err)
@@ -304,18 +306,18 @@ const missTimeout = 5 * time.Second
 // real "not found" is remembered: a store error or a caller giving up says
 // nothing about the connection, so it is not_connected only when the store
 // said so.
-func (b *Broker) loadMiss(ctx context.Context, key Key) (*cached, error) {
+func (b *Core) loadMiss(ctx context.Context, key broker.Key) (*cached, error) {
 	b.missMu.Lock()
 	if until, ok := b.misses[key]; ok && b.now().Before(until) {
 		b.missMu.Unlock()
-		return nil, ErrNotFound
+		return nil, broker.ErrNotFound
 	}
 	b.missMu.Unlock()
 	ch := b.missFlight.DoChan(leaseName(key), func() (any, error) {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), missTimeout)
 		defer cancel()
 		conn, err := b.store.GetConnection(lctx, key)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, broker.ErrNotFound) {
 			b.missMu.Lock()
 			if len(b.misses) > 10000 {
 				clear(b.misses)
@@ -330,11 +332,11 @@ func (b *Broker) loadMiss(ctx context.Context, key Key) (*cached, error) {
 		if e, ok := b.cache.get(key); ok {
 			return e, nil
 		}
-		return nil, ErrNotFound
+		return nil, broker.ErrNotFound
 	})
 	select {
 	case <-ctx.Done():
-		return nil, storeError(ctx.Err())
+		return nil, broker.StoreError(ctx.Err())
 	case r := <-ch:
 		if r.Err != nil {
 			return nil, r.Err

@@ -1,6 +1,8 @@
-package broker
+package lifecycle
 
 import (
+	"github.com/tokenbroker/tokenbroker/broker"
+
 	"sync"
 	"testing"
 	"time"
@@ -13,14 +15,14 @@ import (
 // The schedule must always follow the cached entry.
 func TestCacheConnSchedulesWhatItCached(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	b := &Broker{margin: 5 * time.Minute, now: func() time.Time { return now },
-		vendors: map[string]Vendor{"sn": stubVendor{name: "sn"}}, cache: newCache(), sched: newSchedule()}
-	key := Key{Account: "a", Vendor: "sn"}
-	conn := func(v uint64) Connection {
+	b := &Core{margin: 5 * time.Minute, now: func() time.Time { return now },
+		vendors: map[string]broker.Vendor{"sn": stubVendor{name: "sn"}}, cache: newCache(), sched: newSchedule()}
+	key := broker.Key{Account: "a", Vendor: "sn"}
+	conn := func(v uint64) broker.Connection {
 		// Each version expires an hour after the previous one, so the
 		// refresh windows of two versions never overlap.
 		exp := now.Add(time.Duration(v) * time.Hour)
-		return Connection{Key: key, Version: v, Tokens: Tokens{AccessToken: "x", RefreshToken: "r", IssuedAt: now, Expiry: exp}}
+		return broker.Connection{Key: key, Version: v, Tokens: broker.Tokens{AccessToken: "x", RefreshToken: "r", IssuedAt: now, Expiry: exp}}
 	}
 	for round := range 300 {
 		b.cache = newCache()

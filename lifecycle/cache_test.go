@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestCancelledCallerDoesNotPoisonCache is defect 4 of issue 9: the shared
@@ -109,7 +110,7 @@ func TestLateChangeCannotResurrectDisconnected(t *testing.T) {
 	}
 	t.Cleanup(r.Stop)
 	admin := broker.Caller{Account: "acme", Subject: "admin@acme", Admin: true}
-	if err := c.Disconnect(ctxT(t), admin, "confluence"); err != nil {
+	if err := c.Flows.Disconnect(ctxT(t), admin, "confluence"); err != nil {
 		t.Fatal(err)
 	}
 	late := conn
@@ -150,7 +151,7 @@ func TestFailedPublishIsRetried(t *testing.T) {
 	conn := a.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(time.Hour))
 	startAll(t, a, b)
 	fs.failPublishes.Store(1)
-	got, err := a.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
+	got, err := a.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,17 @@
-package broker
+// Package lifecycle is the token lifecycle: it serves every connection's
+// access token from memory, refreshes it ahead of expiry and on a vendor's
+// refusal (one refresh per connection across the fleet, by single-flight
+// and lease), records the verdict of a failed refresh, keeps results the
+// store cannot take yet, follows the other replicas' changes, and emits
+// connection events. Package flows writes connections through it.
+package lifecycle
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,28 +19,21 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tokenbroker/tokenbroker/vendors/vendorhttp"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
-// Options configures a Broker. Store and Vendors are required.
+// Options configures a Core. Store and Vendors are required.
 type Options struct {
-	Store   Store
-	Vendors []Vendor // in the order the status API lists them
-	// PublicURL is the base URL browsers and vendors reach; callbacks hang
-	// below it.
-	PublicURL *url.URL
-	// ReturnURLs is the allowlist of returnTo prefixes.
-	ReturnURLs []string
+	Store   broker.Store
+	Vendors []broker.Vendor // in the order the status API lists them
 	// HTTPClient is used for token-endpoint calls (x/oauth2); nil means a
 	// client with VendorTimeout. Redirects are never followed, whatever its
 	// policy.
-	HTTPClient *http.Client
-	StateTTL   time.Duration // default 10m
-	// MaxPendingFlows bounds the OAuth flows one caller has in progress on
-	// this replica; 0 means DefaultMaxPendingFlows.
-	MaxPendingFlows int
-	RefreshMargin   time.Duration // default 5m
-	VendorTimeout   time.Duration // default 30s: bounds every token-endpoint call
-	LeaseTTL        time.Duration // default DefaultLeaseTTL
+	HTTPClient    *http.Client
+	RefreshMargin time.Duration // default 5m
+	VendorTimeout time.Duration // default 30s: bounds every token-endpoint call
+	LeaseTTL      time.Duration // default DefaultLeaseTTL
 	// StoreBudget is the time all store calls of one refresh may take
 	// together (default 5s).
 	StoreBudget time.Duration
@@ -49,7 +44,7 @@ type Options struct {
 	// status says expiringSoon; default DefaultExpiryWarning.
 	ExpiryWarning time.Duration
 	// Events receives connection events (nil: none are emitted).
-	Events EventSink
+	Events broker.EventSink
 	// ExpirySweep is how often connections are checked for a refresh
 	// token entering the warning window; default one hour.
 	ExpirySweep time.Duration
@@ -64,13 +59,10 @@ type Options struct {
 
 func (o *Options) validate() error {
 	if o.Store == nil {
-		return errors.New("broker: options: Store is required")
+		return errors.New("lifecycle: options: Store is required")
 	}
 	if len(o.Vendors) == 0 {
-		return errors.New("broker: options: at least one vendor is required")
-	}
-	if o.PublicURL == nil || !o.PublicURL.IsAbs() {
-		return errors.New("broker: options: PublicURL must be an absolute URL")
+		return errors.New("lifecycle: options: at least one vendor is required")
 	}
 	return nil
 }
@@ -84,22 +76,19 @@ func (o *Options) validate() error {
 // reuse leeway covers a rotation the dead holder may have received.
 const DefaultLeaseTTL = 5 * time.Second
 
-// Broker is the core: it owns the flows and the refresh operation.
-type Broker struct {
-	store         Store
-	vendors       map[string]Vendor
-	order         []Vendor
-	publicURL     *url.URL
-	returnURLs    []returnPrefix
+// Core is the token lifecycle of one replica: the cache, the refresh
+// operation and the background work that keeps both current.
+type Core struct {
+	store         broker.Store
+	vendors       map[string]broker.Vendor
+	order         []broker.Vendor
 	hc            *http.Client
-	stateTTL      time.Duration
-	flows         *flowLimit
 	margin        time.Duration
 	vendorTO      time.Duration
 	leaseTTL      time.Duration
 	expiryWarning time.Duration
 	expirySweep   time.Duration
-	events        EventSink
+	events        broker.EventSink
 	log           *slog.Logger
 	now           func() time.Time
 	metrics       *metrics
@@ -116,25 +105,23 @@ type Broker struct {
 	ackMetrics    *ackMetrics
 
 	clientsMu sync.Mutex
-	clients   map[Key]ClientCredentials // last client read per account and vendor
+	clients   map[broker.Key]broker.ClientCredentials // last client read per account and vendor
 
 	missFlight singleflight.Group
 	missMu     sync.Mutex
-	misses     map[Key]time.Time
+	misses     map[broker.Key]time.Time
 }
 
-// New builds a Broker from validated options.
-func New(o Options) (*Broker, error) {
+// New builds a Core from validated options.
+func New(o Options) (*Core, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
-	b := &Broker{
+	b := &Core{
 		store:         o.Store,
-		vendors:       make(map[string]Vendor, len(o.Vendors)),
+		vendors:       make(map[string]broker.Vendor, len(o.Vendors)),
 		order:         o.Vendors,
-		publicURL:     o.PublicURL,
 		hc:            o.HTTPClient,
-		stateTTL:      o.StateTTL,
 		margin:        o.RefreshMargin,
 		vendorTO:      o.VendorTimeout,
 		leaseTTL:      o.LeaseTTL,
@@ -146,8 +133,8 @@ func New(o Options) (*Broker, error) {
 		cache:         newCache(),
 		sched:         newSchedule(),
 		pending:       newPending(),
-		misses:        make(map[Key]time.Time),
-		clients:       make(map[Key]ClientCredentials),
+		misses:        make(map[broker.Key]time.Time),
+		clients:       make(map[broker.Key]broker.ClientCredentials),
 		fleet:         o.Fleet,
 		ackTimeout:    o.FleetAckTimeout,
 	}
@@ -156,25 +143,10 @@ func New(o Options) (*Broker, error) {
 	}
 	for _, v := range o.Vendors {
 		if _, dup := b.vendors[v.Name()]; dup {
-			return nil, fmt.Errorf("broker: options: vendor %q listed twice", v.Name())
+			return nil, fmt.Errorf("lifecycle: options: vendor %q listed twice", v.Name())
 		}
 		b.vendors[v.Name()] = v
 	}
-	for _, raw := range o.ReturnURLs {
-		p, err := parseReturnPrefix(raw)
-		if err != nil {
-			return nil, fmt.Errorf("broker: options: return URL %q: %w", raw, err)
-		}
-		b.returnURLs = append(b.returnURLs, p)
-	}
-	if b.stateTTL <= 0 {
-		b.stateTTL = 10 * time.Minute
-	}
-	maxFlows := o.MaxPendingFlows
-	if maxFlows <= 0 {
-		maxFlows = DefaultMaxPendingFlows
-	}
-	b.flows = newFlowLimit(maxFlows, b.stateTTL)
 	if b.margin <= 0 {
 		b.margin = 5 * time.Minute
 	}
@@ -191,7 +163,7 @@ func New(o Options) (*Broker, error) {
 		b.leaseTTL = DefaultLeaseTTL
 	}
 	if b.expiryWarning <= 0 {
-		b.expiryWarning = DefaultExpiryWarning
+		b.expiryWarning = broker.DefaultExpiryWarning
 	}
 	if b.expirySweep <= 0 {
 		b.expirySweep = expirySweepEvery
@@ -210,8 +182,8 @@ func New(o Options) (*Broker, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(reg, o.Vendors, b.cache, b.pending, func(v Vendor) int {
-		return b.cache.count(v.Name(), func(c Connection) bool {
+	m, err := newMetrics(reg, o.Vendors, b.cache, b.pending, func(v broker.Vendor) int {
+		return b.cache.count(v.Name(), func(c broker.Connection) bool {
 			return !c.RefreshTokenExpired && b.expiringSoon(v.RefreshTokenExpiry(c.Tokens))
 		})
 	})
@@ -226,77 +198,56 @@ func New(o Options) (*Broker, error) {
 }
 
 // Vendor returns the named vendor, or a not-found error for the API.
-func (b *Broker) Vendor(name string) (Vendor, error) {
+func (b *Core) Vendor(name string) (broker.Vendor, error) {
 	v, ok := b.vendors[name]
 	if !ok {
-		return nil, newError(CodeUnknownVendor, nil, "unknown vendor %q", name)
+		return nil, broker.NewError(broker.CodeUnknownVendor, nil, "unknown vendor %q", name)
 	}
 	return v, nil
 }
 
 // Vendors lists the configured vendors in status order.
-func (b *Broker) Vendors() []Vendor { return b.order }
+func (b *Core) Vendors() []broker.Vendor { return b.order }
 
 // RefreshMargin is how long before expiry tokens are refreshed.
-func (b *Broker) RefreshMargin() time.Duration { return b.margin }
+func (b *Core) RefreshMargin() time.Duration { return b.margin }
 
 // Store returns the store the broker uses.
-func (b *Broker) Store() Store { return b.store }
+func (b *Core) Store() broker.Store { return b.store }
 
-// Caller is the authenticated party of an API request.
-type Caller struct {
-	Account string
-	Subject string
-	Admin   bool
-}
-
-func (b *Broker) callbackURL(vendor string) string {
-	u := *b.publicURL
-	u.Path = strings.TrimSuffix(u.Path, "/") + "/v1/account/integrations/" + vendor + "/oauth2/callback"
-	u.RawQuery, u.Fragment = "", ""
-	return u.String()
-}
-
-// randomToken returns n random bytes, base64url encoded.
-func randomToken(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b) // crypto/rand.Read never fails on supported platforms (Go 1.24+)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// client resolves the OAuth client of an account for a vendor: the account's
+// Client resolves the OAuth client of an account for a vendor: the account's
 // own (ServiceNow registers clients per instance) or the broker's default.
-func (b *Broker) client(ctx context.Context, account string, v Vendor) (ClientCredentials, error) {
+func (b *Core) Client(ctx context.Context, account string, v broker.Vendor) (broker.ClientCredentials, error) {
 	c, err := b.store.GetClient(ctx, account, v.Name())
 	switch {
 	case err == nil:
 		return c, nil
-	case !errors.Is(err, ErrNotFound):
-		return ClientCredentials{}, storeError(err)
+	case !errors.Is(err, broker.ErrNotFound):
+		return broker.ClientCredentials{}, broker.StoreError(err)
 	}
 	c = v.DefaultClient()
 	if c.ClientID == "" {
-		return ClientCredentials{}, newError(CodeClientNotConfigured, nil,
+		return broker.ClientCredentials{}, broker.NewError(broker.CodeClientNotConfigured, nil,
 			"no OAuth client is configured for %s in this account", v.Name())
 	}
 	return c, nil
 }
 
-// clientByID finds the client that issued a connection's tokens. Refreshes
+// ClientByID finds the client that issued a connection's tokens. Refreshes
 // need it while the store may be down, so the last client read for each
 // account is remembered, and the broker's default client serves when the
 // store cannot answer.
-func (b *Broker) clientByID(ctx context.Context, account string, v Vendor, id string) (ClientCredentials, error) {
-	k := Key{Account: account, Vendor: v.Name()}
+func (b *Core) ClientByID(ctx context.Context, account string, v broker.Vendor, id string) (broker.ClientCredentials, error) {
+	k := broker.Key{Account: account, Vendor: v.Name()}
 	sctx, cancel := storeCall(ctx)
-	c, err := b.client(sctx, account, v)
+	c, err := b.Client(sctx, account, v)
 	cancel()
 	switch {
 	case err == nil:
 		b.clientsMu.Lock()
 		b.clients[k] = c
 		b.clientsMu.Unlock()
-	case CodeOf(err) == CodeStoreUnavailable:
+	case broker.CodeOf(err) == broker.CodeStoreUnavailable:
 		b.clientsMu.Lock()
 		known, ok := b.clients[k]
 		b.clientsMu.Unlock()
@@ -306,7 +257,7 @@ func (b *Broker) clientByID(ctx context.Context, account string, v Vendor, id st
 		case d.ClientID == id && id != "":
 			return d, nil
 		}
-		return ClientCredentials{}, err
+		return broker.ClientCredentials{}, err
 	default:
 		return c, err
 	}
@@ -316,10 +267,6 @@ func (b *Broker) clientByID(ctx context.Context, account string, v Vendor, id st
 	if d := v.DefaultClient(); d.ClientID == id && id != "" {
 		return d, nil
 	}
-	return ClientCredentials{}, newError(CodeClientNotConfigured, nil,
+	return broker.ClientCredentials{}, broker.NewError(broker.CodeClientNotConfigured, nil,
 		"the OAuth client that issued these tokens is no longer configured for %s", v.Name())
-}
-
-func storeError(err error) error {
-	return newError(CodeStoreUnavailable, err, "the token store is unavailable")
 }

@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // recordingSink keeps events as an outbox would: one per ID.
@@ -74,11 +75,11 @@ func TestEventsAreEdgeTriggered(t *testing.T) {
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	advance := func(d time.Duration) { clock.Add(int64(d)) }
 	sink := &recordingSink{}
-	c := newCore(t, vendor, nil, func(o *broker.Options) { o.Events = sink; o.Now = now })
+	c := newCore(t, vendor, nil, func(o *lifecycle.Options) { o.Events = sink; o.Now = now })
 	conn := c.seed(t, "confluence", "access-0", "refresh-secret-0", now().Add(time.Hour))
 	key := conn.Key
 	refresh := func() broker.Code {
-		_, err := c.Refresh(ctxT(t), key, broker.RefreshOptions{Force: true})
+		_, err := c.Refresh(ctxT(t), key, lifecycle.RefreshOptions{Force: true})
 		return broker.CodeOf(err)
 	}
 	steps := []struct {
@@ -102,7 +103,7 @@ func TestEventsAreEdgeTriggered(t *testing.T) {
 		}
 	}
 	before := sink.len()
-	if err := c.Disconnect(ctxT(t), broker.Caller{Account: "acme", Subject: "admin", Admin: true}, "confluence"); err != nil {
+	if err := c.Flows.Disconnect(ctxT(t), broker.Caller{Account: "acme", Subject: "admin", Admin: true}, "confluence"); err != nil {
 		t.Fatal(err)
 	}
 	if got := sink.since(before); !equalTypes(got, []broker.EventType{broker.EventDisconnected}) {
@@ -131,10 +132,10 @@ func TestExpiringEventOncePerExpiry(t *testing.T) {
 	sink := &recordingSink{}
 	// ServiceNow's refresh token lives 100 days from issue; a 101-day
 	// window puts it inside at once, and refreshing does not move it.
-	c := newCore(t, vendor, nil, func(o *broker.Options) { o.Events = sink; o.ExpiryWarning = 101 * 24 * time.Hour })
+	c := newCore(t, vendor, nil, func(o *lifecycle.Options) { o.Events = sink; o.ExpiryWarning = 101 * 24 * time.Hour })
 	conn := c.seed(t, "servicenow", "a1", "r1", time.Now().Add(time.Hour))
 	for range 3 {
-		if _, err := c.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true}); err != nil {
+		if _, err := c.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true}); err != nil {
 			t.Fatal(err)
 		}
 	}

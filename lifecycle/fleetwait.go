@@ -1,10 +1,12 @@
-package broker
+package lifecycle
 
 import (
 	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // FleetAcks confirms that every live replica has applied a change
@@ -55,21 +57,23 @@ func newAckMetrics(reg prometheus.Registerer) (*ackMetrics, error) {
 	return m, nil
 }
 
-// storedEverywhere is stored for the writes a caller must see on every
+// StoredEverywhere takes conn, just written by this replica, into the cache
+// and announces it, for the writes a caller must see on every
 // replica at once (DESIGN.md principle 4: a connect, reconnect or
 // changeUser): it returns once every live replica applied the change, or
 // the bound passed (see announceAndWait).
-func (b *Broker) storedEverywhere(ctx context.Context, conn Connection) {
+func (b *Core) StoredEverywhere(ctx context.Context, conn broker.Connection) {
 	b.cacheConn(conn)
 	snapshot := conn
-	b.announceAndWait(ctx, Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot})
+	b.announceAndWait(ctx, broker.Change{Key: conn.Key, Version: conn.Version, Conn: &snapshot})
 }
 
-// deletedEverywhere is deleted for a disconnect: once it returns, every
-// live replica answers not_connected.
-func (b *Broker) deletedEverywhere(ctx context.Context, k Key, version uint64) {
+// DeletedEverywhere drops a connection this replica deleted (a disconnect)
+// from the cache and announces it: once it returns, every live replica
+// answers not_connected.
+func (b *Core) DeletedEverywhere(ctx context.Context, k broker.Key, version uint64) {
 	b.uncache(k, version)
-	b.announceAndWait(ctx, Change{Key: k, Version: version, Deleted: true})
+	b.announceAndWait(ctx, broker.Change{Key: k, Version: version, Deleted: true})
 }
 
 // announceAndWait publishes ch and waits, bounded, for every live peer to
@@ -80,7 +84,7 @@ func (b *Broker) deletedEverywhere(ctx context.Context, k Key, version uint64) {
 // the old state; the write is durable either way, so the caller is answered
 // with its result and the miss is a warning and a metric. A failed publish
 // makes every peer miss the bound, and so reload.
-func (b *Broker) announceAndWait(ctx context.Context, ch Change) {
+func (b *Core) announceAndWait(ctx context.Context, ch broker.Change) {
 	if b.fleet == nil {
 		b.publish(ctx, ch)
 		return
@@ -94,7 +98,7 @@ func (b *Broker) announceAndWait(ctx context.Context, ch Change) {
 		b.publish(ctx, ch)
 		return
 	}
-	ch.Ack = randomToken(12)
+	ch.Ack = broker.RandomToken(12)
 	b.publish(ctx, ch)
 	start := time.Now()
 	missing, err := b.fleet.Await(ctx, ch.Ack, peers, b.ackTimeout)
@@ -109,7 +113,7 @@ func (b *Broker) announceAndWait(ctx context.Context, ch Change) {
 // acknowledge tells the writer of ch that this replica applied it. Only
 // changes that carry the connection (or a deletion) ask for it; apply1
 // applies those in memory, so the ack follows the cache swap.
-func (b *Broker) acknowledge(ctx context.Context, ch Change) {
+func (b *Core) acknowledge(ctx context.Context, ch broker.Change) {
 	if b.fleet == nil || ch.Ack == "" || (ch.Conn == nil && !ch.Deleted) {
 		return
 	}

@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"context"
@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
-// memFleet is an in-process fleet for broker.FleetAcks (store/fleetsync is
+// memFleet is an in-process fleet for lifecycle.FleetAcks (store/fleetsync is
 // tested against Redis on its own): members, acknowledgements per id.
 type memFleet struct {
 	mu      sync.Mutex
@@ -70,8 +71,8 @@ func (m *memMember) Await(ctx context.Context, id string, peers []string, timeou
 
 func (m *memMember) Run(ctx context.Context, _ func(context.Context) error) { <-ctx.Done() }
 
-func withFleet(m *memMember, timeout time.Duration) func(*broker.Options) {
-	return func(o *broker.Options) { o.Fleet, o.FleetAckTimeout = m, timeout }
+func withFleet(m *memMember, timeout time.Duration) func(*lifecycle.Options) {
+	return func(o *lifecycle.Options) { o.Fleet, o.FleetAckTimeout = m, timeout }
 }
 
 // TestDisconnectAnswersOnceEveryReplicaDropped: when Disconnect returns on
@@ -89,7 +90,7 @@ func TestDisconnectAnswersOnceEveryReplicaDropped(t *testing.T) {
 		if _, err := b.Access(ctxT(t), conn.Key); err != nil {
 			t.Fatal(err)
 		}
-		if err := a.Disconnect(ctxT(t), broker.Caller{Account: "acme", Admin: true}, "servicenow"); err != nil {
+		if err := a.Flows.Disconnect(ctxT(t), broker.Caller{Account: "acme", Admin: true}, "servicenow"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := b.Access(ctxT(t), conn.Key); broker.CodeOf(err) != broker.CodeNotConnected {
@@ -113,14 +114,14 @@ func TestUnacknowledgedChangeWaitsOnlyTheBound(t *testing.T) {
 	b := peerIn(t, a, mb)
 	conn := a.seed(t, "servicenow", "access", "refresh", time.Now().Add(time.Hour))
 	startAll(t, a, b)
-	if _, err := a.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true}); err != nil {
+	if _, err := a.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	if n := ma.peers.Load(); n != 0 {
 		t.Errorf("a refresh waited for the fleet (%d Peers calls)", n)
 	}
 	start := time.Now()
-	if err := a.Disconnect(ctxT(t), broker.Caller{Account: "acme", Admin: true}, "servicenow"); err != nil {
+	if err := a.Flows.Disconnect(ctxT(t), broker.Caller{Account: "acme", Admin: true}, "servicenow"); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took < 200*time.Millisecond || took > 2*time.Second {
@@ -139,9 +140,5 @@ func peerIn(t *testing.T, a *core, m *memMember) *core {
 	t.Helper()
 	o := a.opts
 	o.Registerer, o.Fleet = nil, m
-	b, err := broker.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &core{Broker: b, Store: a.Store, Vendor: a.Vendor, opts: o}
+	return build(t, o, a.Vendor)
 }

@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"context"
@@ -14,23 +14,33 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/flows"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/vendors/confluence"
 	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
 )
 
-// core is a Broker on a real embedded store with both real vendors pointed at
-// one httptest vendor, for tests of the lifecycle without the HTTP API.
+// The OAuth client both test vendors are configured with.
+const (
+	testClientID     = "client-id-1"
+	testClientSecret = "client-secret-XYZ"
+)
+
+// core is a lifecycle Core on a real embedded store with both real vendors
+// pointed at one httptest vendor, for tests of the lifecycle without the
+// HTTP API. Flows serves the connects and disconnects some tests need.
 type core struct {
-	*broker.Broker
+	*lifecycle.Core
+	Flows  *flows.Service
 	Store  broker.Store
 	Vendor *httptest.Server // serves ServiceNow's instance and Atlassian's auth and API hosts
-	opts   broker.Options
+	opts   lifecycle.Options
 }
 
 // newCore starts a broker whose vendors live at handler. hc is the token
 // client handed to the broker (nil: its default); adjust changes options.
-func newCore(t *testing.T, handler http.Handler, hc *http.Client, adjust ...func(*broker.Options)) *core {
+func newCore(t *testing.T, handler http.Handler, hc *http.Client, adjust ...func(*lifecycle.Options)) *core {
 	t.Helper()
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
@@ -49,16 +59,26 @@ func newCore(t *testing.T, handler http.Handler, hc *http.Client, adjust ...func
 	if err != nil {
 		t.Fatal(err)
 	}
-	public, _ := url.Parse("https://broker.example.com")
-	o := broker.Options{Store: st, Vendors: []broker.Vendor{sn, cf}, PublicURL: public, HTTPClient: hc, VendorTimeout: 5 * time.Second}
+	o := lifecycle.Options{Store: st, Vendors: []broker.Vendor{sn, cf}, HTTPClient: hc, VendorTimeout: 5 * time.Second}
 	for _, f := range adjust {
 		f(&o)
 	}
-	b, err := broker.New(o)
+	return build(t, o, srv)
+}
+
+// build makes the core of options o, and its flows on the same store.
+func build(t *testing.T, o lifecycle.Options, srv *httptest.Server) *core {
+	t.Helper()
+	b, err := lifecycle.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &core{Broker: b, Store: o.Store, Vendor: srv, opts: o}
+	public, _ := url.Parse("https://broker.example.com")
+	f, err := flows.New(flows.Options{Lifecycle: b, Store: o.Store, PublicURL: public, HTTPClient: o.HTTPClient, VendorTimeout: o.VendorTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &core{Core: b, Flows: f, Store: o.Store, Vendor: srv, opts: o}
 }
 
 // peer is a second broker (another replica) on st, which should be the
@@ -69,11 +89,7 @@ func (c *core) peer(t *testing.T, st broker.Store) *core {
 	o := c.opts
 	o.Store = st
 	o.Registerer = nil
-	b, err := broker.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &core{Broker: b, Store: st, Vendor: c.Vendor, opts: o}
+	return build(t, o, c.Vendor)
 }
 
 // instance is the ServiceNow instance (or Confluence site) at the test vendor.
@@ -223,8 +239,8 @@ func (s *faultyStore) GetConnection(ctx context.Context, k broker.Key) (broker.C
 }
 
 // withFaultyStore wraps the core's store in a faultyStore.
-func withFaultyStore(fs **faultyStore) func(*broker.Options) {
-	return func(o *broker.Options) {
+func withFaultyStore(fs **faultyStore) func(*lifecycle.Options) {
+	return func(o *lifecycle.Options) {
 		*fs = &faultyStore{Store: o.Store}
 		o.Store = *fs
 	}
@@ -287,8 +303,8 @@ func (s *feedStore) breakFeed() {
 	s.cancelFeed()
 }
 
-func withFeedStore(fs **feedStore) func(*broker.Options) {
-	return func(o *broker.Options) {
+func withFeedStore(fs **feedStore) func(*lifecycle.Options) {
+	return func(o *lifecycle.Options) {
 		*fs = &feedStore{Store: o.Store}
 		o.Store = *fs
 	}

@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"net/http"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestLostLeaseStopsRefresh is part of defect 9 of issue 9: the lease-lost
@@ -23,7 +24,7 @@ func TestLostLeaseStopsRefresh(t *testing.T) {
 		c := newCore(t, h, nil, withFaultyStore(&fs))
 		conn := c.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(-time.Minute))
 		fs.loseLeases.Store(true)
-		_, err := c.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
+		_, err := c.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true})
 		if broker.CodeOf(err) != broker.CodeVendorUnavailable {
 			t.Errorf("refresh with a lost lease: %v, want vendor_unavailable", err)
 		}
@@ -46,7 +47,7 @@ func TestLostLeaseStopsRefresh(t *testing.T) {
 		})
 		c := newCore(t, dead, nil, withFaultyStore(&fs))
 		conn := c.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(-time.Minute))
-		_, _ = c.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
+		_, _ = c.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true})
 		if calls.Load() != 1 {
 			t.Fatalf("%d token calls, want 1", calls.Load())
 		}

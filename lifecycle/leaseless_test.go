@@ -1,10 +1,11 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestRedisDownStopsEveryRefresh: with the lease store unreachable, a
@@ -20,7 +21,7 @@ func TestRedisDownStopsEveryRefresh(t *testing.T) {
 	cf := c.seed(t, "confluence", "cf-old", "cf-refresh", time.Now().Add(time.Hour))
 	fs.failLeases.Store(true)
 
-	got, err := c.Refresh(ctxT(t), sn.Key, broker.RefreshOptions{Rejected: "sn-old"})
+	got, err := c.Refresh(ctxT(t), sn.Key, lifecycle.RefreshOptions{Rejected: "sn-old"})
 	if err != nil || got.Tokens.AccessToken == "sn-old" {
 		t.Fatalf("ServiceNow refresh with the lease store down: %q, %v; want new tokens", got.Tokens.AccessToken, err)
 	}
@@ -30,7 +31,7 @@ func TestRedisDownStopsEveryRefresh(t *testing.T) {
 	}
 
 	before := calls.calls.Load()
-	_, err = c.Refresh(ctxT(t), cf.Key, broker.RefreshOptions{Rejected: "cf-old"})
+	_, err = c.Refresh(ctxT(t), cf.Key, lifecycle.RefreshOptions{Rejected: "cf-old"})
 	if broker.CodeOf(err) != broker.CodeStoreUnavailable {
 		t.Errorf("Atlassian refresh with the lease store down: %v, want store_unavailable", err)
 	}

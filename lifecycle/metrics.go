@@ -1,34 +1,31 @@
-package broker
+package lifecycle
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
-// metrics are the core's series. Label values come from fixed sets (vendor
+// metrics are the lifecycle's series. Label values come from fixed sets (vendor
 // names, ErrorClass, actions, API codes), and every series of the small sets
 // is created up front so that dashboards see zeros instead of gaps.
 type metrics struct {
 	refreshes  *prometheus.CounterVec
-	callbacks  *prometheus.CounterVec
 	contention *prometheus.CounterVec
 	leaseless  *prometheus.CounterVec
 	events     *prometheus.CounterVec
 	eventsLost *prometheus.CounterVec
 }
 
-func (m *metrics) event(t EventType)     { m.events.WithLabelValues(string(t)).Inc() }
-func (m *metrics) eventLost(t EventType) { m.eventsLost.WithLabelValues(string(t)).Inc() }
+func (m *metrics) event(t broker.EventType)     { m.events.WithLabelValues(string(t)).Inc() }
+func (m *metrics) eventLost(t broker.EventType) { m.eventsLost.WithLabelValues(string(t)).Inc() }
 
-func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pending, expiring func(Vendor) int) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, vendors []broker.Vendor, c *cache, p *pending, expiring func(broker.Vendor) int) (*metrics, error) {
 	m := &metrics{
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_refreshes_total",
 			Help: "Token refreshes by vendor and result (success, dead, client_config, transient, race).",
 		}, []string{"vendor", "result"}),
-		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tokenbroker_oauth_callbacks_total",
-			Help: "OAuth callbacks by vendor, action (connect, reconnect, changeUser) and result (success or error code).",
-		}, []string{"vendor", "action", "result"}),
 		contention: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tokenbroker_refresh_lease_contention_total",
 			Help: "Refreshes that found the connection's lease held by another refresh (this or another replica) and waited for its result.",
@@ -46,7 +43,7 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 			Help: "Connection events that could not be recorded (the outbox's store failed), by type.",
 		}, []string{"type"}),
 	}
-	for _, t := range EventTypes() {
+	for _, t := range broker.EventTypes() {
 		m.events.WithLabelValues(string(t))
 		m.eventsLost.WithLabelValues(string(t))
 	}
@@ -54,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 		Name: "tokenbroker_refresh_results_pending",
 		Help: "Refresh results the store could not take yet, kept in memory and served until they are written.",
 	}, func() float64 { return float64(p.count()) })
-	for _, c := range []prometheus.Collector{m.refreshes, m.callbacks, m.contention, m.leaseless, m.events, m.eventsLost, pendingGauge} {
+	for _, c := range []prometheus.Collector{m.refreshes, m.contention, m.leaseless, m.events, m.eventsLost, pendingGauge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -80,24 +77,13 @@ func newMetrics(reg prometheus.Registerer, vendors []Vendor, c *cache, p *pendin
 		}
 		m.contention.WithLabelValues(name)
 		m.leaseless.WithLabelValues(name)
-		for _, r := range []string{"success", string(ClassDead), string(ClassClientConfig), string(ClassTransient), string(ClassRace)} {
+		for _, r := range []string{"success", string(broker.ClassDead), string(broker.ClassClientConfig), string(broker.ClassTransient), string(broker.ClassRace)} {
 			m.refreshes.WithLabelValues(v.Name(), r)
-		}
-		for _, a := range []Action{ActionConnect, ActionReconnect, ActionChangeUser} {
-			m.callbacks.WithLabelValues(v.Name(), actionLabel(a), "success")
 		}
 	}
 	return m, nil
 }
 
-func (m *metrics) refresh(vendor string, result ErrorClass) {
+func (m *metrics) refresh(vendor string, result broker.ErrorClass) {
 	m.refreshes.WithLabelValues(vendor, string(result)).Inc()
-}
-
-func (m *metrics) callback(vendor string, action Action, err error) {
-	result := "success"
-	if err != nil {
-		result = string(CodeOf(err))
-	}
-	m.callbacks.WithLabelValues(vendor, actionLabel(action), result).Inc()
 }

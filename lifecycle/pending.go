@@ -1,4 +1,4 @@
-package broker
+package lifecycle
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // pending holds refresh results the store could not take (Vault down). They
@@ -16,20 +18,20 @@ import (
 // loop writes them as soon as the store answers again.
 type pending struct {
 	mu sync.Mutex
-	m  map[Key]pendingWrite
+	m  map[broker.Key]pendingWrite
 }
 
 type pendingWrite struct {
-	conn Connection // Version is the stored version it was derived from
+	conn broker.Connection // Version is the stored version it was derived from
 	// usedRefresh is the refresh token the stored copy still holds: the write
 	// may be re-applied onto a newer record only while that is unchanged.
 	usedRefresh string
 	// prev is the stored record the result replaces: its write is the
 	// change whose event (recovered, most often) is emitted then.
-	prev Connection
+	prev broker.Connection
 }
 
-func newPending() *pending { return &pending{m: make(map[Key]pendingWrite)} }
+func newPending() *pending { return &pending{m: make(map[broker.Key]pendingWrite)} }
 
 func (p *pending) put(w pendingWrite) {
 	p.mu.Lock()
@@ -41,7 +43,7 @@ func (p *pending) put(w pendingWrite) {
 	p.m[w.conn.Key] = w
 }
 
-func (p *pending) get(k Key) (pendingWrite, bool) {
+func (p *pending) get(k broker.Key) (pendingWrite, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	w, ok := p.m[k]
@@ -49,7 +51,7 @@ func (p *pending) get(k Key) (pendingWrite, bool) {
 }
 
 // done drops k's pending write if it is still w (a newer one stays).
-func (p *pending) done(k Key, w pendingWrite) {
+func (p *pending) done(k broker.Key, w pendingWrite) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if cur, ok := p.m[k]; ok && cur.conn.Tokens.AccessToken == w.conn.Tokens.AccessToken {
@@ -58,7 +60,7 @@ func (p *pending) done(k Key, w pendingWrite) {
 }
 
 // drop forgets k's pending write: a newer write has succeeded.
-func (p *pending) drop(k Key) {
+func (p *pending) drop(k broker.Key) {
 	p.mu.Lock()
 	delete(p.m, k)
 	p.mu.Unlock()
@@ -82,7 +84,7 @@ func (p *pending) count() int {
 // announced but could not write yet (it sits in the cache at the stored
 // version, issued later): refreshing from the stored copy would send a
 // refresh token Atlassian may already have rotated away.
-func (b *Broker) withPending(stored Connection) Connection {
+func (b *Core) withPending(stored broker.Connection) broker.Connection {
 	w, ok := b.pending.get(stored.Key)
 	if !ok {
 		if e, ok := b.cache.get(stored.Key); ok && e.conn.Version == stored.Version &&
@@ -101,7 +103,7 @@ func (b *Broker) withPending(stored Connection) Connection {
 
 // current reads a connection as a refresh must see it: the stored copy, or
 // the pending write derived from it.
-func (b *Broker) current(ctx context.Context, k Key) (Connection, error) {
+func (b *Core) current(ctx context.Context, k broker.Key) (broker.Connection, error) {
 	sctx, cancel := storeCall(ctx)
 	c, err := b.store.GetConnection(sctx, k)
 	cancel()
@@ -113,21 +115,21 @@ func (b *Broker) current(ctx context.Context, k Key) (Connection, error) {
 
 // keepPending records a refresh result the store refused for a reason other
 // than a version conflict, and serves it from memory meanwhile.
-func (b *Broker) keepPending(ctx context.Context, prev, next Connection, usedRefresh string, err error) {
+func (b *Core) keepPending(ctx context.Context, prev, next broker.Connection, usedRefresh string, err error) {
 	b.pending.put(pendingWrite{conn: next, usedRefresh: usedRefresh, prev: prev})
 	b.cacheConn(next)
 	// Other replicas need the new tokens too (Atlassian revokes the old ones
 	// ten minutes after a rotation): announce them, sealed, without a new
 	// version; receivers take them because they were issued later.
 	snapshot := next
-	b.publish(ctx, Change{Key: next.Key, Version: next.Version, Conn: &snapshot})
+	b.publish(ctx, broker.Change{Key: next.Key, Version: next.Version, Conn: &snapshot})
 	b.log.WarnContext(ctx, "store unavailable: new tokens kept in memory until they can be written",
 		"vendor", next.Key.Vendor, "err", err)
 }
 
 // flushPending writes pending refresh results, and announces again the
 // changes whose announcement failed, until ctx ends.
-func (b *Broker) flushPending(ctx context.Context) {
+func (b *Core) flushPending(ctx context.Context) {
 	wait := time.Second
 	for {
 		if sleepCtx(ctx, wait) != nil {
@@ -150,22 +152,22 @@ func (b *Broker) flushPending(ctx context.Context) {
 	}
 }
 
-func (b *Broker) writePending(ctx context.Context, w pendingWrite) error {
+func (b *Core) writePending(ctx context.Context, w pendingWrite) error {
 	next, prev := w.conn, w.prev
 	for attempt := 0; attempt < 5; attempt++ {
 		saved, err := b.store.PutConnection(ctx, next)
 		if err == nil {
 			b.pending.done(next.Key, w)
 			b.stored(ctx, saved)
-			b.changed(ctx, &prev, &saved, "")
+			b.Changed(ctx, &prev, &saved, "")
 			b.log.InfoContext(ctx, "tokens kept in memory during a store outage are written", "vendor", next.Key.Vendor)
 			return nil
 		}
-		if !errors.Is(err, ErrVersionConflict) {
+		if !errors.Is(err, broker.ErrVersionConflict) {
 			return err
 		}
 		latest, err := b.store.GetConnection(ctx, next.Key)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, broker.ErrNotFound) {
 			b.pending.done(next.Key, w) // disconnected meanwhile
 			return nil
 		}
@@ -183,5 +185,5 @@ func (b *Broker) writePending(ctx context.Context, w pendingWrite) error {
 			w.conn.Tokens, w.conn.LastRefreshAt, w.conn.LastError, w.conn.UpdatedAt
 		next, prev = merged, latest
 	}
-	return ErrVersionConflict
+	return broker.ErrVersionConflict
 }

@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"net/http"
@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestPendingWriteEmitsRecovered: a degraded connection whose successful
@@ -31,9 +32,9 @@ func TestPendingWriteEmitsRecovered(t *testing.T) {
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
 	sink := &recordingSink{}
 	var fs *faultyStore
-	c := newCore(t, vendor, nil, withFaultyStore(&fs), func(o *broker.Options) { o.Events = sink; o.Now = now })
+	c := newCore(t, vendor, nil, withFaultyStore(&fs), func(o *lifecycle.Options) { o.Events = sink; o.Now = now })
 	conn := c.seed(t, "confluence", "access-0", "refresh-0", now().Add(time.Hour))
-	if _, err := c.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true}); err == nil {
+	if _, err := c.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true}); err == nil {
 		t.Fatal("refresh against a failing vendor succeeded")
 	}
 	if got := sink.since(0); !equalTypes(got, []broker.EventType{broker.EventDegraded}) {
@@ -42,7 +43,7 @@ func TestPendingWriteEmitsRecovered(t *testing.T) {
 	fail.Store(false)
 	fs.failPuts.Store(true)
 	clock.Add(int64(10 * time.Minute)) // past the backoff
-	if _, err := c.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true}); err != nil {
+	if _, err := c.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true}); err != nil {
 		t.Fatalf("refresh during the write outage: %v", err)
 	}
 	fs.failPuts.Store(false)

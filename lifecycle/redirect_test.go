@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"net/http"
@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/flows"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestTokenCallsRefuseRedirects is defect 1 of issue 9: a token endpoint that
@@ -36,18 +38,18 @@ func TestTokenCallsRefuseRedirects(t *testing.T) {
 				admin := broker.Caller{Account: "acme", Subject: "admin@acme", Admin: true}
 				for _, vendor := range []string{"servicenow", "confluence"} {
 					// Connect: the code exchange.
-					u, err := c.AuthURL(ctxT(t), admin, vendor, broker.AuthURLRequest{InstanceURL: c.Vendor.URL})
+					u, err := c.Flows.AuthURL(ctxT(t), admin, vendor, flows.AuthURLRequest{InstanceURL: c.Vendor.URL})
 					if err != nil {
 						t.Fatalf("%s: auth URL: %v", vendor, err)
 					}
 					parsed, _ := url.Parse(u)
-					_, err = c.Callback(ctxT(t), vendor, broker.CallbackRequest{Code: "the-code", State: parsed.Query().Get("state")})
+					_, err = c.Flows.Callback(ctxT(t), vendor, flows.CallbackRequest{Code: "the-code", State: parsed.Query().Get("state")})
 					if got := broker.CodeOf(err); got != broker.CodeExchangeFailed {
 						t.Errorf("%s connect through a %d: error code %q (%v), want %q", vendor, status, got, err, broker.CodeExchangeFailed)
 					}
 					// Refresh: the refresh_token grant.
 					seeded := c.seed(t, vendor, "old-access", "old-refresh", time.Now().Add(-time.Minute))
-					conn, err := c.Refresh(ctxT(t), seeded.Key, broker.RefreshOptions{Force: true})
+					conn, err := c.Refresh(ctxT(t), seeded.Key, lifecycle.RefreshOptions{Force: true})
 					if got := broker.CodeOf(err); got != broker.CodeVendorUnavailable {
 						t.Errorf("%s refresh through a %d: error code %q (%v), want %q", vendor, status, got, err, broker.CodeVendorUnavailable)
 					}

@@ -1,4 +1,4 @@
-package broker
+package lifecycle
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // RefreshOptions says why a refresh is asked for.
@@ -30,7 +32,7 @@ const peerEvidence = 10 * time.Minute
 // the outcome written with check-and-set. It returns the connection as stored
 // afterwards; an error is a *Error (reconnect_required, vendor_unavailable,
 // store_unavailable, not_connected).
-func (b *Broker) Refresh(ctx context.Context, key Key, o RefreshOptions) (Connection, error) {
+func (b *Core) Refresh(ctx context.Context, key broker.Key, o RefreshOptions) (broker.Connection, error) {
 	flight := leaseName(key) + "\x00" + o.Rejected
 	if o.Force {
 		flight += "\x00force"
@@ -48,16 +50,16 @@ func (b *Broker) Refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	select {
 	case <-ctx.Done():
 		go func() { <-ch; b.inflight.done() }()
-		return Connection{}, newError(CodeVendorUnavailable, ctx.Err(), "gave up waiting for a token refresh")
+		return broker.Connection{}, broker.NewError(broker.CodeVendorUnavailable, ctx.Err(), "gave up waiting for a token refresh")
 	case r := <-ch:
 		b.inflight.done()
-		c, _ := r.Val.(Connection)
+		c, _ := r.Val.(broker.Connection)
 		return c, r.Err
 	}
 }
 
 // lost reports whether l could not be renewed and may be held by another.
-func lost(l Lease) bool {
+func lost(l broker.Lease) bool {
 	select {
 	case <-l.Lost():
 		return true
@@ -73,29 +75,22 @@ type noLease struct{}
 func (noLease) Lost() <-chan struct{}         { return nil }
 func (noLease) Release(context.Context) error { return nil }
 
-// RotationReporter is implemented by vendors that tell whether a refresh
-// replaces the refresh token. A vendor that does not implement it is taken
-// to rotate, the safe assumption.
-type RotationReporter interface {
-	RotatesRefreshTokens() bool
-}
-
-func rotates(v Vendor) bool {
-	r, ok := v.(RotationReporter)
+func rotates(v broker.Vendor) bool {
+	r, ok := v.(broker.RotationReporter)
 	return !ok || r.RotatesRefreshTokens()
 }
 
-func errLeaseLost(v Vendor, cause error) error {
-	return newError(CodeVendorUnavailable, cause, "%s token refresh stopped: the refresh lease was lost", v.Name())
+func errLeaseLost(v broker.Vendor, cause error) error {
+	return broker.NewError(broker.CodeVendorUnavailable, cause, "%s token refresh stopped: the refresh lease was lost", v.Name())
 }
 
-func leaseName(k Key) string {
+func leaseName(k broker.Key) string {
 	return "refresh/" + url.PathEscape(k.Account) + "/" + url.PathEscape(k.Vendor) + "/" + url.PathEscape(k.UserID)
 }
 
 // satisfied reports whether the stored connection already answers the request,
 // so that no token-endpoint call is needed.
-func (b *Broker) satisfied(c Connection, o RefreshOptions) bool {
+func (b *Core) satisfied(c broker.Connection, o RefreshOptions) bool {
 	if o.Rejected != "" {
 		// Another token answers a refusal only while it can still be sent:
 		// one that expired meanwhile would fail the caller's retry too.
@@ -115,7 +110,7 @@ const sendMargin = time.Second
 // usable reports whether c's access token can still be sent: it has no
 // known expiry, or is further than sendMargin (at most a quarter of its
 // life) from it.
-func (b *Broker) usable(c Connection) bool {
+func (b *Core) usable(c broker.Connection) bool {
 	exp := c.Tokens.Expiry
 	if exp.IsZero() {
 		return true
@@ -128,14 +123,14 @@ func (b *Broker) usable(c Connection) bool {
 }
 
 // due reports whether the access token is inside the refresh margin.
-func (b *Broker) due(c Connection) bool {
+func (b *Core) due(c broker.Connection) bool {
 	return c.Tokens.Expiry.IsZero() || !b.now().Add(b.effectiveMargin(c)).Before(c.Tokens.Expiry)
 }
 
-func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connection, error) {
+func (b *Core) refresh(ctx context.Context, key broker.Key, o RefreshOptions) (broker.Connection, error) {
 	v, err := b.Vendor(key.Vendor)
 	if err != nil {
-		return Connection{}, err
+		return broker.Connection{}, err
 	}
 	lease, cur, done, err := b.lease(ctx, v, key, o)
 	if err != nil || done {
@@ -153,23 +148,23 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 	if b.satisfied(cur, o) {
 		return cur, nil
 	}
-	if e := cur.LastError; e != nil && e.Class != ClassDead && b.now().Before(e.RetryAt) {
-		return cur, newError(CodeVendorUnavailable, nil, "%s token refresh is backing off after a failure", v.Name())
+	if e := cur.LastError; e != nil && e.Class != broker.ClassDead && b.now().Before(e.RetryAt) {
+		return cur, broker.NewError(broker.CodeVendorUnavailable, nil, "%s token refresh is backing off after a failure", v.Name())
 	}
-	client, err := b.clientByID(ctx, key.Account, v, cur.ClientID)
+	client, err := b.ClientByID(ctx, key.Account, v, cur.ClientID)
 	if err != nil {
-		if CodeOf(err) == CodeClientNotConfigured {
-			return b.fail(ctx, v, cur, ClassClientConfig, err, 0)
+		if broker.CodeOf(err) == broker.CodeClientNotConfigured {
+			return b.fail(ctx, v, cur, broker.ClassClientConfig, err, 0)
 		}
 		return cur, err // the store cannot say which client: not the client's fault
 	}
 	if cur.Tokens.RefreshToken == "" {
-		return b.fail(ctx, v, cur, ClassClientConfig, errors.New("no refresh token was granted (offline access missing)"), 0)
+		return b.fail(ctx, v, cur, broker.ClassClientConfig, errors.New("no refresh token was granted (offline access missing)"), 0)
 	}
-	if err := checkInstance(v, cur.Instance); err != nil {
+	if err := broker.CheckInstance(v, cur.Instance); err != nil {
 		// The client secret goes only to allowlisted hosts; an instance
 		// dropped from the allowlist is a configuration problem, not a dead grant.
-		return b.fail(ctx, v, cur, ClassClientConfig, err, 0)
+		return b.fail(ctx, v, cur, broker.ClassClientConfig, err, 0)
 	}
 
 	// A lost lease (its renewal failed) may be held by another replica now:
@@ -189,17 +184,17 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 		// could flag a connection another replica has refreshed meanwhile.
 		return cur, errLeaseLost(v, err)
 	}
-	class := ClassifyTokenError(err)
+	class := broker.ClassifyTokenError(err)
 	// A changed refresh token in the store means another writer won the race
 	// (a replica whose lease lapsed, or a reconnect): adopt it, never flag.
 	if stored, gerr := b.current(ctx, key); gerr == nil && stored.Tokens.RefreshToken != cur.Tokens.RefreshToken {
-		b.metrics.refresh(v.Name(), ClassRace)
+		b.metrics.refresh(v.Name(), broker.ClassRace)
 		return stored, nil
 	}
-	if class == ClassAmbiguous {
+	if class == broker.ClassAmbiguous {
 		class = b.resolveAmbiguous(ctx, v, cur)
 	}
-	return b.fail(ctx, v, cur, class, err, RetryAfter(err))
+	return b.fail(ctx, v, cur, class, err, broker.RetryAfter(err))
 }
 
 // lease takes the fleet-wide refresh lease. While another holder refreshes, it
@@ -212,13 +207,13 @@ func (b *Broker) refresh(ctx context.Context, key Key, o RefreshOptions) (Connec
 // another replica costs one extra call and invalidates nothing, and Vault's
 // check-and-set fences the write. A rotating vendor (Atlassian) never does:
 // two replicas would spend one refresh token and fork its rotation chain.
-func (b *Broker) lease(ctx context.Context, v Vendor, key Key, o RefreshOptions) (Lease, Connection, bool, error) {
+func (b *Core) lease(ctx context.Context, v broker.Vendor, key broker.Key, o RefreshOptions) (broker.Lease, broker.Connection, bool, error) {
 	name := leaseName(key)
 	wait := 20 * time.Millisecond
 	var seen string
 	for {
 		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
-		if err != nil && !errors.Is(err, ErrLeaseHeld) && !rotates(v) {
+		if err != nil && !errors.Is(err, broker.ErrLeaseHeld) && !rotates(v) {
 			b.metrics.leaseless.WithLabelValues(v.Name()).Inc()
 			l, err = noLease{}, nil
 		}
@@ -226,7 +221,7 @@ func (b *Broker) lease(ctx context.Context, v Vendor, key Key, o RefreshOptions)
 			sctx, cancel := storeCall(ctx)
 			cur, err := b.store.GetConnection(sctx, key)
 			cancel()
-			if err != nil && !errors.Is(err, ErrNotFound) {
+			if err != nil && !errors.Is(err, broker.ErrNotFound) {
 				// The connection store is down but the lease is ours: refresh
 				// from memory; the result waits in memory for the store.
 				if e, ok := b.cache.get(key); ok {
@@ -235,19 +230,19 @@ func (b *Broker) lease(ctx context.Context, v Vendor, key Key, o RefreshOptions)
 			}
 			if err != nil {
 				_ = l.Release(ctx)
-				return nil, Connection{}, true, b.readError(key, err)
+				return nil, broker.Connection{}, true, b.readError(key, err)
 			}
 			return l, b.withPending(cur), false, nil
 		}
-		if !errors.Is(err, ErrLeaseHeld) {
-			return nil, Connection{}, true, storeError(err)
+		if !errors.Is(err, broker.ErrLeaseHeld) {
+			return nil, broker.Connection{}, true, broker.StoreError(err)
 		}
 		if seen == "" {
 			b.metrics.contention.WithLabelValues(key.Vendor).Inc()
 		}
 		cur, err := b.watch(ctx, key)
 		if err != nil {
-			return nil, Connection{}, true, err
+			return nil, broker.Connection{}, true, err
 		}
 		if seen != "" && cur.Tokens.AccessToken != seen {
 			if cur.RefreshTokenExpired {
@@ -259,7 +254,7 @@ func (b *Broker) lease(ctx context.Context, v Vendor, key Key, o RefreshOptions)
 		}
 		seen = cur.Tokens.AccessToken
 		if err := sleepCtx(ctx, wait); err != nil {
-			return nil, cur, true, newError(CodeVendorUnavailable, err, "timed out waiting for another replica's refresh")
+			return nil, cur, true, broker.NewError(broker.CodeVendorUnavailable, err, "timed out waiting for another replica's refresh")
 		}
 		wait = min(wait*2, 500*time.Millisecond)
 	}
@@ -268,44 +263,46 @@ func (b *Broker) lease(ctx context.Context, v Vendor, key Key, o RefreshOptions)
 // watch reads the connection while another holder refreshes it: from the
 // store, or, when the store is down, from the cache, which the change feed
 // keeps current (a holder that cannot write announces its result anyway).
-func (b *Broker) watch(ctx context.Context, key Key) (Connection, error) {
+func (b *Core) watch(ctx context.Context, key broker.Key) (broker.Connection, error) {
 	// Not from the refresh's store budget: this polls for as long as another
 	// holder refreshes; the store wrapper bounds each call.
 	cur, err := b.store.GetConnection(ctx, key)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	if err != nil && !errors.Is(err, broker.ErrNotFound) {
 		if e, ok := b.cache.get(key); ok {
 			return e.conn, nil
 		}
 	}
 	if err != nil {
-		return Connection{}, b.readError(key, err)
+		return broker.Connection{}, b.readError(key, err)
 	}
 	return b.withPending(cur), nil // or a result its holder announced but could not write yet
 }
 
-func (b *Broker) readError(key Key, err error) error {
-	if errors.Is(err, ErrNotFound) {
-		return newError(CodeNotConnected, nil, "%s is not connected", key.Vendor)
+func (b *Core) readError(key broker.Key, err error) error {
+	if errors.Is(err, broker.ErrNotFound) {
+		return broker.NewError(broker.CodeNotConnected, nil, "%s is not connected", key.Vendor)
 	}
-	return storeError(err)
+	return broker.StoreError(err)
 }
 
-func reconnectRequired(v Vendor) error {
-	return newError(CodeReconnectRequired, nil, "the %s integration needs a reconnect (refresh token expired)", v.Name())
+func reconnectRequired(v broker.Vendor) error {
+	return broker.NewError(broker.CodeReconnectRequired, nil, "the %s integration needs a reconnect (refresh token expired)", v.Name())
 }
 
 // callTokenEndpoint makes exactly one refresh_token grant call with a fresh,
 // bounded context. x/oauth2's TokenSource is built per call so that no context
 // or mutex outlives it; an answer without refresh_token keeps the old one.
-func (b *Broker) callTokenEndpoint(ctx context.Context, v Vendor, c Connection, client ClientCredentials) (*oauth2.Token, error) {
-	cfg := v.OAuthConfig(c.Instance, client, b.callbackURL(v.Name()))
-	vctx, cancel := context.WithTimeout(HTTPClientContext(ctx, b.hc), b.vendorTO)
+func (b *Core) callTokenEndpoint(ctx context.Context, v broker.Vendor, c broker.Connection, client broker.ClientCredentials) (*oauth2.Token, error) {
+	// No redirect URL: the refresh_token grant does not carry one (only the
+	// code exchange of package flows does).
+	cfg := v.OAuthConfig(c.Instance, client, "")
+	vctx, cancel := context.WithTimeout(broker.HTTPClientContext(ctx, b.hc), b.vendorTO)
 	defer cancel()
 	old := &oauth2.Token{RefreshToken: c.Tokens.RefreshToken, Expiry: time.Unix(1, 0)}
 	return cfg.TokenSource(vctx, old).Token()
 }
 
-func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oauth2.Token) (Connection, error) {
+func (b *Core) succeed(ctx context.Context, v broker.Vendor, cur broker.Connection, tok *oauth2.Token) (broker.Connection, error) {
 	now := b.now()
 	used := cur.Tokens.RefreshToken
 	for attempt := 0; attempt < 5; attempt++ {
@@ -327,10 +324,10 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 			b.metrics.refresh(v.Name(), "success")
 			b.pending.drop(cur.Key)
 			b.stored(ctx, saved)
-			b.changed(ctx, &cur, &saved, "")
+			b.Changed(ctx, &cur, &saved, "")
 			return saved, nil
 		}
-		if !errors.Is(err, ErrVersionConflict) {
+		if !errors.Is(err, broker.ErrVersionConflict) {
 			// The vendor has answered: these tokens (a rotated refresh token
 			// included) must not be lost. Serve them and write them later.
 			b.metrics.refresh(v.Name(), "success")
@@ -343,12 +340,12 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 		}
 		if latest.Tokens.RefreshToken != used {
 			// A reconnect or another refresh stored newer tokens: they win.
-			b.metrics.refresh(v.Name(), ClassRace)
+			b.metrics.refresh(v.Name(), broker.ClassRace)
 			return latest, nil
 		}
 		cur = latest // only metadata changed; re-apply the tokens onto it
 	}
-	return cur, newError(CodeConflict, nil, "the connection kept changing during a refresh")
+	return cur, broker.NewError(broker.CodeConflict, nil, "the connection kept changing during a refresh")
 }
 
 // resolveAmbiguous applies VENDORS.md's rule for ServiceNow's 401
@@ -361,40 +358,40 @@ func (b *Broker) succeed(ctx context.Context, v Vendor, cur Connection, tok *oau
 // through a truly broken client fails visibly at the code exchange, while
 // never flagging would leave a dead integration looking healthy. Peers that
 // cannot be reached settle nothing: the failure stays transient.
-func (b *Broker) resolveAmbiguous(ctx context.Context, v Vendor, c Connection) ErrorClass {
+func (b *Core) resolveAmbiguous(ctx context.Context, v broker.Vendor, c broker.Connection) broker.ErrorClass {
 	now := b.now()
 	if exp := v.RefreshTokenExpiry(c.Tokens); !exp.IsZero() && !now.Before(exp) {
-		return ClassDead
+		return broker.ClassDead
 	}
 	lctx, cancel := storeCall(ctx)
 	peers, err := b.store.ListConnections(lctx, c.Key.Account, c.Key.Vendor)
 	cancel()
 	if err != nil {
-		return ClassTransient
+		return broker.ClassTransient
 	}
-	var candidates []Connection
+	var candidates []broker.Connection
 	for _, p := range peers {
 		if p.Key == c.Key || p.ClientID != c.ClientID || !p.Instance.Same(c.Instance) ||
 			p.RefreshTokenExpired || p.Tokens.RefreshToken == "" {
 			continue
 		}
 		if !p.LastRefreshAt.IsZero() && now.Sub(p.LastRefreshAt) < peerEvidence && p.LastRefreshAt.After(c.LastRefreshAt) {
-			return ClassDead
+			return broker.ClassDead
 		}
 		candidates = append(candidates, p)
 	}
 	if len(candidates) == 0 {
-		return ClassDead
+		return broker.ClassDead
 	}
 	for _, p := range candidates {
 		switch b.probe(ctx, v, p) {
 		case probeOK:
-			return ClassDead
+			return broker.ClassDead
 		case probeAmbiguous:
-			return ClassClientConfig
+			return broker.ClassClientConfig
 		}
 	}
-	return ClassTransient
+	return broker.ClassTransient
 }
 
 type probeResult int
@@ -412,8 +409,8 @@ const (
 // that probe each other. This is safe because the ambiguity rule is
 // ServiceNow's, whose refresh tokens do not rotate: a probe changes nothing
 // the peer holds, and its stored tokens stay valid.
-func (b *Broker) probe(ctx context.Context, v Vendor, p Connection) probeResult {
-	client, err := b.clientByID(ctx, p.Key.Account, v, p.ClientID)
+func (b *Core) probe(ctx context.Context, v broker.Vendor, p broker.Connection) probeResult {
+	client, err := b.ClientByID(ctx, p.Key.Account, v, p.ClientID)
 	if err != nil {
 		return probeUnsettled
 	}
@@ -421,14 +418,14 @@ func (b *Broker) probe(ctx context.Context, v Vendor, p Connection) probeResult 
 	switch {
 	case err == nil:
 		return probeOK
-	case ClassifyTokenError(err) == ClassAmbiguous:
+	case broker.ClassifyTokenError(err) == broker.ClassAmbiguous:
 		return probeAmbiguous
 	}
 	return probeUnsettled
 }
 
 // fail records a failed refresh. Only ClassDead flags the connection.
-func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class ErrorClass, cause error, retryAfter time.Duration) (Connection, error) {
+func (b *Core) fail(ctx context.Context, v broker.Vendor, cur broker.Connection, class broker.ErrorClass, cause error, retryAfter time.Duration) (broker.Connection, error) {
 	// The verdict must be recorded even when the refresh's own context has
 	// run out (a long wait at the vendor): on a fresh context, bounded by
 	// what is left of the refresh's store budget (it carries over).
@@ -442,8 +439,8 @@ func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class Error
 		if cur.LastError != nil && cur.LastError.Class == class {
 			attempts = cur.LastError.Attempts + 1
 		}
-		next.LastError = &RefreshError{Class: class, At: now, Message: describe(cause), Code: failureCode(class, cause), Attempts: attempts}
-		if class == ClassDead {
+		next.LastError = &broker.RefreshError{Class: class, At: now, Message: describe(cause), Code: failureCode(class, cause), Attempts: attempts}
+		if class == broker.ClassDead {
 			next.RefreshTokenExpired = true
 		} else {
 			// A vendor's Retry-After is honoured up to a cap: one answer
@@ -456,11 +453,11 @@ func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class Error
 		cancel()
 		if err == nil {
 			b.stored(ctx, saved)
-			b.changed(ctx, &cur, &saved, "")
+			b.Changed(ctx, &cur, &saved, "")
 			cur = saved
 			break
 		}
-		if !errors.Is(err, ErrVersionConflict) {
+		if !errors.Is(err, broker.ErrVersionConflict) {
 			break
 		}
 		latest, gerr := b.current(ctx, cur.Key)
@@ -475,12 +472,12 @@ func (b *Broker) fail(ctx context.Context, v Vendor, cur Connection, class Error
 	b.log.WarnContext(ctx, "token refresh failed", "account", cur.Key.Account, "vendor", v.Name(),
 		"user_level", cur.Key.UserID != "", "class", string(class), "err", describe(cause))
 	switch class {
-	case ClassDead:
+	case broker.ClassDead:
 		return cur, reconnectRequired(v)
-	case ClassClientConfig:
-		return cur, newError(CodeVendorUnavailable, cause, "%s rejected the broker's OAuth client; check its configuration", v.Name())
+	case broker.ClassClientConfig:
+		return cur, broker.NewError(broker.CodeVendorUnavailable, cause, "%s rejected the broker's OAuth client; check its configuration", v.Name())
 	}
-	return cur, newError(CodeVendorUnavailable, cause, "%s token endpoint is unavailable", v.Name())
+	return cur, broker.NewError(broker.CodeVendorUnavailable, cause, "%s token endpoint is unavailable", v.Name())
 }
 
 // backoff grows exponentially from 5 s to 5 min, with jitter so that a fleet
@@ -502,7 +499,7 @@ func describe(err error) string {
 			status = re.Response.StatusCode
 		}
 		if re.ErrorCode != "" {
-			return fmt.Sprintf("token endpoint answered %d %s", status, safeVendorCode(re.ErrorCode))
+			return fmt.Sprintf("token endpoint answered %d %s", status, broker.SafeVendorCode(re.ErrorCode))
 		}
 		return fmt.Sprintf("token endpoint answered %d", status)
 	}
@@ -512,7 +509,7 @@ func describe(err error) string {
 	case err == nil:
 		return ""
 	}
-	var e *Error
+	var e *broker.Error
 	if errors.As(err, &e) {
 		return e.Message
 	}

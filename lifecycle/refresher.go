@@ -1,4 +1,4 @@
-package broker
+package lifecycle
 
 import (
 	"container/heap"
@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // refreshWorkers bounds concurrent background refreshes: enough to keep up
@@ -20,12 +22,12 @@ const refreshWorkers = 8
 type schedule struct {
 	mu    sync.Mutex
 	items dueHeap
-	next  map[Key]time.Time
+	next  map[broker.Key]time.Time
 	wake  chan struct{}
 }
 
 type dueItem struct {
-	key Key
+	key broker.Key
 	at  time.Time
 }
 
@@ -43,11 +45,11 @@ func (h *dueHeap) Pop() any {
 }
 
 func newSchedule() *schedule {
-	return &schedule{next: make(map[Key]time.Time), wake: make(chan struct{}, 1)}
+	return &schedule{next: make(map[broker.Key]time.Time), wake: make(chan struct{}, 1)}
 }
 
 // schedule sets when key is refreshed next; a zero time unschedules it.
-func (s *schedule) schedule(key Key, at time.Time) {
+func (s *schedule) schedule(key broker.Key, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if at.IsZero() {
@@ -68,10 +70,10 @@ func (s *schedule) schedule(key Key, at time.Time) {
 }
 
 // popDue returns the keys due at now and the time of the next one.
-func (s *schedule) popDue(now time.Time) ([]Key, time.Time) {
+func (s *schedule) popDue(now time.Time) ([]broker.Key, time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var due []Key
+	var due []broker.Key
 	for s.items.Len() > 0 {
 		it := s.items[0]
 		if cur, ok := s.next[it.key]; !ok || !cur.Equal(it.at) {
@@ -93,7 +95,7 @@ func (s *schedule) popDue(now time.Time) ([]Key, time.Time) {
 // are not refreshed continuously), with jitter so replicas and connections do
 // not refresh in step; sooner when the vendor's inactivity window demands a
 // keep-alive; at RetryAt after a failure; never for a flagged connection.
-func (b *Broker) nextRefresh(c Connection) time.Time {
+func (b *Core) nextRefresh(c broker.Connection) time.Time {
 	if c.RefreshTokenExpired || c.Tokens.RefreshToken == "" {
 		return time.Time{}
 	}
@@ -119,7 +121,7 @@ func (b *Broker) nextRefresh(c Connection) time.Time {
 
 // effectiveMargin is the refresh margin for c, capped at half the access
 // token's lifetime.
-func (b *Broker) effectiveMargin(c Connection) time.Duration {
+func (b *Core) effectiveMargin(c broker.Connection) time.Duration {
 	m := b.margin
 	if life := c.Tokens.Expiry.Sub(c.Tokens.IssuedAt); life > 0 && m > life/2 {
 		m = life / 2
@@ -128,8 +130,8 @@ func (b *Broker) effectiveMargin(c Connection) time.Duration {
 }
 
 // runRefresher refreshes connections as they fall due until ctx ends.
-func (b *Broker) runRefresher(ctx context.Context) {
-	work := make(chan Key)
+func (b *Core) runRefresher(ctx context.Context) {
+	work := make(chan broker.Key)
 	var wg sync.WaitGroup
 	for range refreshWorkers {
 		wg.Go(func() {
@@ -167,7 +169,7 @@ func (b *Broker) runRefresher(ctx context.Context) {
 	}
 }
 
-func (b *Broker) backgroundRefresh(ctx context.Context, key Key) {
+func (b *Core) backgroundRefresh(ctx context.Context, key broker.Key) {
 	e, ok := b.cache.get(key)
 	if !ok {
 		return

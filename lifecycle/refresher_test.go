@@ -1,6 +1,8 @@
-package broker
+package lifecycle
 
 import (
+	"github.com/tokenbroker/tokenbroker/broker"
+
 	"context"
 	"net/url"
 	"testing"
@@ -15,30 +17,34 @@ type stubVendor struct {
 	keepAlive time.Duration
 }
 
-func (v stubVendor) Name() string                           { return v.name }
-func (v stubVendor) Type() IntegrationType                  { return TypeKnowledgeBase }
-func (v stubVendor) DefaultClient() ClientCredentials       { return ClientCredentials{ClientID: "c"} }
-func (v stubVendor) NeedsInstance() bool                    { return false }
-func (v stubVendor) ParseInstance(string) (Instance, error) { return Instance{}, nil }
-func (v stubVendor) OAuthConfig(Instance, ClientCredentials, string) *oauth2.Config {
+func (v stubVendor) Name() string                 { return v.name }
+func (v stubVendor) Type() broker.IntegrationType { return broker.TypeKnowledgeBase }
+func (v stubVendor) DefaultClient() broker.ClientCredentials {
+	return broker.ClientCredentials{ClientID: "c"}
+}
+func (v stubVendor) NeedsInstance() bool                           { return false }
+func (v stubVendor) ParseInstance(string) (broker.Instance, error) { return broker.Instance{}, nil }
+func (v stubVendor) OAuthConfig(broker.Instance, broker.ClientCredentials, string) *oauth2.Config {
 	return &oauth2.Config{}
 }
 func (v stubVendor) AuthCodeOptions() []oauth2.AuthCodeOption { return nil }
 func (v stubVendor) PKCE() bool                               { return true }
-func (v stubVendor) Identify(context.Context, Instance, *oauth2.Token) (User, Instance, error) {
-	return User{}, Instance{}, nil
+func (v stubVendor) Identify(context.Context, broker.Instance, *oauth2.Token) (broker.User, broker.Instance, error) {
+	return broker.User{}, broker.Instance{}, nil
 }
-func (v stubVendor) Revoke(context.Context, Connection, ClientCredentials) error { return nil }
-func (v stubVendor) APIBase(Instance) *url.URL                                   { return &url.URL{} }
-func (v stubVendor) RefreshTokenExpiry(Tokens) time.Time                         { return time.Time{} }
-func (v stubVendor) KeepAliveInterval() time.Duration                            { return v.keepAlive }
+func (v stubVendor) Revoke(context.Context, broker.Connection, broker.ClientCredentials) error {
+	return nil
+}
+func (v stubVendor) APIBase(broker.Instance) *url.URL           { return &url.URL{} }
+func (v stubVendor) RefreshTokenExpiry(broker.Tokens) time.Time { return time.Time{} }
+func (v stubVendor) KeepAliveInterval() time.Duration           { return v.keepAlive }
 
 func TestNextRefresh(t *testing.T) {
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	b := &Broker{margin: 5 * time.Minute, now: func() time.Time { return now },
-		vendors: map[string]Vendor{"sn": stubVendor{name: "sn"}, "atl": stubVendor{name: "atl", keepAlive: 30 * 24 * time.Hour}}}
-	conn := func(vendor string, life time.Duration) Connection {
-		return Connection{Key: Key{Account: "a", Vendor: vendor}, Tokens: Tokens{
+	b := &Core{margin: 5 * time.Minute, now: func() time.Time { return now },
+		vendors: map[string]broker.Vendor{"sn": stubVendor{name: "sn"}, "atl": stubVendor{name: "atl", keepAlive: 30 * 24 * time.Hour}}}
+	conn := func(vendor string, life time.Duration) broker.Connection {
+		return broker.Connection{Key: broker.Key{Account: "a", Vendor: vendor}, Tokens: broker.Tokens{
 			AccessToken: "x", RefreshToken: "r", IssuedAt: now, Expiry: now.Add(life), RefreshIssuedAt: now, ConsentAt: now}, LastRefreshAt: now}
 	}
 	for range 200 { // jitter: every draw must stay in its window
@@ -65,7 +71,7 @@ func TestNextRefresh(t *testing.T) {
 		t.Errorf("a flagged connection is scheduled at %v", at)
 	}
 	failing := conn("sn", time.Hour)
-	failing.LastError = &RefreshError{Class: ClassTransient, RetryAt: now.Add(42 * time.Second)}
+	failing.LastError = &broker.RefreshError{Class: broker.ClassTransient, RetryAt: now.Add(42 * time.Second)}
 	if at := b.nextRefresh(failing); !at.Equal(now.Add(42 * time.Second)) {
 		t.Errorf("after a transient failure: %v, want RetryAt", at.Sub(now))
 	}
@@ -74,7 +80,7 @@ func TestNextRefresh(t *testing.T) {
 func TestSchedulePopsInDueOrder(t *testing.T) {
 	s := newSchedule()
 	base := time.Unix(1000, 0)
-	keys := []Key{{Account: "a"}, {Account: "b"}, {Account: "c"}}
+	keys := []broker.Key{{Account: "a"}, {Account: "b"}, {Account: "c"}}
 	s.schedule(keys[0], base.Add(3*time.Second))
 	s.schedule(keys[1], base.Add(1*time.Second))
 	s.schedule(keys[2], base.Add(2*time.Second))

@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"net/http"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestRetryAfterIsCapped is part of defect 9 of issue 9: a vendor's
@@ -22,7 +23,7 @@ func TestRetryAfterIsCapped(t *testing.T) {
 	c := newCore(t, busy, nil)
 	conn := c.seed(t, "confluence", "old-access", "old-refresh", time.Now().Add(-time.Minute))
 	before := time.Now()
-	got, err := c.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
+	got, err := c.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true})
 	if broker.CodeOf(err) != broker.CodeVendorUnavailable || got.LastError == nil {
 		t.Fatalf("refresh against a busy vendor: %v, last error %+v", err, got.LastError)
 	}

@@ -1,4 +1,4 @@
-package broker
+package lifecycle
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 // Runner is the broker's background work: the cache follows the store and
 // the refresher keeps tokens fresh.
 type Runner struct {
-	b      *Broker
+	b      *Core
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -19,7 +19,7 @@ type Runner struct {
 // Start subscribes to changes, loads every connection into memory and starts
 // the background refresher. It returns once the cache is loaded, so the
 // proxy can serve from memory as soon as Start returns.
-func (b *Broker) Start(ctx context.Context) (*Runner, error) {
+func (b *Core) Start(ctx context.Context) (*Runner, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	// Subscribe before loading, so that no change falls between the two.
 	changes, err := b.store.Subscribe(ctx)
@@ -129,5 +129,17 @@ func (f *flights) wait(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// sleepCtx waits d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }

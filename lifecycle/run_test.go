@@ -1,10 +1,10 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 )
 
 // TestShutdownFlushesPendingResults: a refresh result the store refused
@@ -21,7 +21,7 @@ func TestShutdownFlushesPendingResults(t *testing.T) {
 		t.Fatal(err)
 	}
 	fs.failPuts.Store(true)
-	got, err := c.Refresh(ctxT(t), conn.Key, broker.RefreshOptions{Force: true})
+	got, err := c.Refresh(ctxT(t), conn.Key, lifecycle.RefreshOptions{Force: true})
 	if err != nil || got.Tokens.RefreshToken != "refresh-1" {
 		t.Fatalf("refresh during a write outage: %q, %v; want the new tokens served from memory", got.Tokens.RefreshToken, err)
 	}

@@ -1,9 +1,9 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"context"
 	"fmt"
-	"net/url"
+
 	"os"
 	"runtime"
 	"strconv"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/vendors/confluence"
 	"github.com/tokenbroker/tokenbroker/vendors/servicenow"
@@ -62,13 +63,12 @@ func BenchmarkLoad100kConnections(b *testing.B) {
 	wg.Wait()
 
 	vendors := scaleVendors(b)
-	public, _ := url.Parse("https://broker.example.com")
 	for b.Loop() {
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
 		rssBefore := rssBytes()
-		br, err := broker.New(broker.Options{Store: st, Vendors: vendors, PublicURL: public})
+		br, err := lifecycle.New(lifecycle.Options{Store: st, Vendors: vendors})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,8 @@
-package broker
+package lifecycle
 
 import (
+	"github.com/tokenbroker/tokenbroker/broker"
+
 	"fmt"
 	"testing"
 	"time"
@@ -16,9 +18,9 @@ func BenchmarkSchedule(b *testing.B) {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			s := newSchedule()
 			base := time.Unix(1_900_000_000, 0)
-			keys := make([]Key, n)
+			keys := make([]broker.Key, n)
 			for i := range keys {
-				keys[i] = Key{Account: fmt.Sprintf("a%d", i%1000), Vendor: "servicenow", UserID: fmt.Sprint(i)}
+				keys[i] = broker.Key{Account: fmt.Sprintf("a%d", i%1000), Vendor: "servicenow", UserID: fmt.Sprint(i)}
 				s.schedule(keys[i], base.Add(time.Duration(i)*time.Second))
 			}
 			i := 0

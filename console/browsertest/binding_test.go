@@ -40,7 +40,7 @@ func TestConsentPhishingInBrowser(t *testing.T) {
 	b.noDialogs()
 	b.noConsoleErrors()
 
-	if _, err := env.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: account, Vendor: "servicenow"}); !errors.Is(err, broker.ErrNotFound) {
+	if _, err := env.App.Lifecycle().Store().GetConnection(context.Background(), broker.Key{Account: account, Vendor: "servicenow"}); !errors.Is(err, broker.ErrNotFound) {
 		t.Fatalf("the victim's approval connected the attacker's tenant (err %v)", err)
 	}
 	if got := env.Sim.Counters().ServiceNow.TokenCalls.AuthorizationCode; got != exchanges {
@@ -71,7 +71,7 @@ func TestConsentPhishingInBrowser(t *testing.T) {
 	b.consent("alice", "")
 	b.waitMessage("ServiceNow is connected.", "success")
 	b.noConsoleErrors()
-	if c, err := env.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: victim, Vendor: "servicenow"}); err != nil || c.User.Name != "Alice Anderson" {
+	if c, err := env.App.Lifecycle().Store().GetConnection(context.Background(), broker.Key{Account: victim, Vendor: "servicenow"}); err != nil || c.User.Name != "Alice Anderson" {
 		t.Fatalf("the victim's own flow: %+v, %v", c, err)
 	}
 }
@@ -97,7 +97,7 @@ func TestConfirmationInBrowser(t *testing.T) {
 	b.wantText(`#confirmation [data-field="approver-name"]`, "Alice Anderson")
 	b.wantText(`#confirmation [data-field="approver-email"]`, "alice@acme.example")
 	b.wantText(`#confirmation [data-field="approver-instance"]`, env.Sim.ServiceNowURL("acme"))
-	if _, err := env.App.Broker().Store().GetConnection(context.Background(), sn); !errors.Is(err, broker.ErrNotFound) {
+	if _, err := env.App.Lifecycle().Store().GetConnection(context.Background(), sn); !errors.Is(err, broker.ErrNotFound) {
 		t.Fatalf("a connection was stored before confirmation (err %v)", err)
 	}
 	b.do("confirm", chromedp.Click(chromedp.CSS(`#confirmation [data-action="confirm-flow"]`)))
@@ -113,7 +113,7 @@ func TestConfirmationInBrowser(t *testing.T) {
 	b.waitMessage("the authorization was rejected", "success")
 	b.noDialogs()
 	b.noConsoleErrors()
-	if c, err := env.App.Broker().Store().GetConnection(context.Background(), sn); err != nil || c.User.Name != "Alice Anderson" {
+	if c, err := env.App.Lifecycle().Store().GetConnection(context.Background(), sn); err != nil || c.User.Name != "Alice Anderson" {
 		t.Fatalf("after a rejected changeUser: %+v, %v", c, err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/supervise"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
+	"github.com/tokenbroker/tokenbroker/lifecycle"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
 
@@ -91,7 +92,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// saying calls still work and when the next attempt is; a good refresh
 	// makes it Connected again.
 	env.Sim.Script(vendorsim.Fault{Vendor: vendorsim.VendorServiceNow, Kind: vendorsim.KindServerError})
-	if _, err := env.App.Broker().Refresh(ctx, sn, broker.RefreshOptions{Force: true}); broker.CodeOf(err) != broker.CodeVendorUnavailable {
+	if _, err := env.App.Lifecycle().Refresh(ctx, sn, lifecycle.RefreshOptions{Force: true}); broker.CodeOf(err) != broker.CodeVendorUnavailable {
 		t.Fatalf("refresh against a 500: want vendor_unavailable, got %v", err)
 	}
 	b.do("reload", chromedp.Reload())
@@ -103,10 +104,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.shot("degraded")
 	// The broker backs off (about 5 s after a first failure); then a
 	// refresh succeeds and clears the error.
-	if c, err := env.App.Broker().Store().GetConnection(ctx, sn); err == nil && c.LastError != nil {
+	if c, err := env.App.Lifecycle().Store().GetConnection(ctx, sn); err == nil && c.LastError != nil {
 		time.Sleep(time.Until(c.LastError.RetryAt) + 100*time.Millisecond)
 	}
-	if _, err := env.App.Broker().Refresh(ctx, sn, broker.RefreshOptions{Force: true}); err != nil {
+	if _, err := env.App.Lifecycle().Refresh(ctx, sn, lifecycle.RefreshOptions{Force: true}); err != nil {
 		t.Fatalf("refresh after the backoff: %v", err)
 	}
 	b.do("reload", chromedp.Reload())
@@ -155,7 +156,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// 7. Change User approved by eve, who cannot reach the stored site: the
 	// error is shown, the displayed user and the stored connection unchanged.
-	before, err := env.App.Broker().Store().GetConnection(ctx, cf)
+	before, err := env.App.Lifecycle().Store().GetConnection(ctx, cf)
 	if err != nil {
 		t.Fatalf("stored confluence connection: %v", err)
 	}
@@ -164,7 +165,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitMessage("Confluence was not changed: the approving user belongs to another instance or site", "error")
 	b.waitText(cfCard+` [data-field="user-name"]`, "Alice Anderson")
 	b.wantText(cfCard+` [data-field="instance"]`, "acme-wiki")
-	after, err := env.App.Broker().Store().GetConnection(ctx, cf)
+	after, err := env.App.Lifecycle().Store().GetConnection(ctx, cf)
 	if err != nil {
 		t.Fatalf("stored confluence connection after the refused change: %v", err)
 	}
@@ -217,7 +218,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.waitFor("ServiceNow shows not integrated", `document.querySelector('`+snCard+`[data-integrated="false"]') !== null`)
 	b.wantText(snCard+` [data-field="state"]`, "Not connected")
 	b.wantText(cfCard+` [data-field="state"]`, "Connected")
-	if _, err := env.App.Broker().Store().GetConnection(ctx, sn); err == nil {
+	if _, err := env.App.Lifecycle().Store().GetConnection(ctx, sn); err == nil {
 		t.Fatalf("servicenow is still stored after Disconnect")
 	}
 	b.shot("disconnected")
@@ -278,7 +279,7 @@ func TestConsoleWarnsBeforeExpiry(t *testing.T) {
 func killRefresh(t *testing.T, env *testenv.Broker, key broker.Key, user string) {
 	t.Helper()
 	env.Sim.RevokeRefreshTokens(key.Vendor, "acme", user)
-	_, err := env.App.Broker().Refresh(context.Background(), key, broker.RefreshOptions{Force: true})
+	_, err := env.App.Lifecycle().Refresh(context.Background(), key, lifecycle.RefreshOptions{Force: true})
 	if broker.CodeOf(err) != broker.CodeReconnectRequired {
 		t.Fatalf("refresh with a revoked refresh token: want reconnect_required, got %v", err)
 	}

@@ -39,7 +39,7 @@ func BenchmarkStatus10kUsers(b *testing.B) {
 	e := testenv.StartBroker(b)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
-	app, err := e.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow"})
+	app, err := e.App.Lifecycle().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func BenchmarkStatus10kUsers(b *testing.B) {
 				c.Key.UserID = fmt.Sprintf("user-%05d", i)
 				c.Version = 0
 				c.RefreshTokenExpired = i%10 == 0
-				if _, err := e.App.Broker().Store().PutConnection(context.Background(), c); err != nil {
+				if _, err := e.App.Lifecycle().Store().PutConnection(context.Background(), c); err != nil {
 					b.Error(err)
 				}
 			}
@@ -94,7 +94,7 @@ func BenchmarkProxy(b *testing.B) {
 	e := testenv.StartBroker(b)
 	admin := e.Admin(acme)
 	e.MustConnect(admin, "servicenow", e.SNInstance("acme"), "alice", broker.ResultConnected)
-	conn, err := e.App.Broker().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow"})
+	conn, err := e.App.Lifecycle().Store().GetConnection(context.Background(), broker.Key{Account: acme, Vendor: "servicenow"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package broker_test
+package lifecycle_test
 
 import (
 	"testing"
