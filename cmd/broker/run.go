@@ -61,7 +61,8 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	log, flush := newServeLogger(cfg, stderr)
+	defer flush()
 	configureRuntime(log)
 	gin.SetMode(gin.ReleaseMode)
 	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version})
@@ -89,6 +90,14 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// newServeLogger is newLogger writing through a logBuffer, for the server,
+// whose request log writes a line per request; flush writes what is
+// buffered and must run before serve returns.
+func newServeLogger(cfg *config.Config, w io.Writer) (log *slog.Logger, flush func()) {
+	b := newLogBuffer(w)
+	return slog.New(flushHandler{newLogger(cfg, b).Handler(), b}), b.Flush
 }
 
 // token mints a development JWT signed with BROKER_AUTH_HS256_SECRET.
