@@ -50,6 +50,9 @@ type Options struct {
 	// Resolver resolves vendor host names; nil is the system's. Tests pass
 	// one that answers like a rebinding DNS server.
 	Resolver *net.Resolver
+	// Getenv reads the variables that configuration files name (a global
+	// webhook endpoint's secret_env); nil is os.Getenv.
+	Getenv func(string) string
 }
 
 // App is one running broker.
@@ -87,6 +90,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	now := o.Now
 	if now == nil {
 		now = time.Now
+	}
+	globalHooks, err := globalWebhooks(cfg, o.Getenv, log)
+	if err != nil {
+		return nil, err
 	}
 	a = &App{cfg: cfg, log: log, reg: prometheus.NewRegistry(), serveErr: make(chan error, 2)}
 	// The failure paths return a nil *App: close what was opened through a
@@ -140,7 +147,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if err != nil {
 		return nil, err
 	}
-	if a.webhooks, err = a.newWebhooks(raw, o.Resolver, log, now); err != nil {
+	if a.webhooks, err = a.newWebhooks(raw, o.Resolver, globalHooks, log, now); err != nil {
 		return nil, err
 	}
 	public, err := url.Parse(cfg.PublicURL)

@@ -87,6 +87,7 @@ type Config struct {
 	WebhookMinBackoff       time.Duration
 	WebhookMaxBackoff       time.Duration
 	WebhookAllowPrivateURLs bool
+	WebhookEndpointsFile    string
 	ProxyMaxReplayBody      int64 // bytes
 	ProxyMaxReplayMemory    int64 // bytes, all requests together
 	RateLimitMode           string

@@ -1,7 +1,9 @@
 package e2e_test
 
 import (
+	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -9,6 +11,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,7 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/app"
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/vendorsim"
 )
@@ -369,5 +375,106 @@ func TestWebhookEndpointManagement(t *testing.T) {
 	}
 	if r := e.Get("/v1/account/webhooks/"+ep.ID+"/deliveries", admin); r.Status != http.StatusNotFound {
 		t.Errorf("deleted endpoint: %d", r.Status)
+	}
+}
+
+// TestGlobalWebhookEndpoint: an endpoint of BROKER_WEBHOOK_ENDPOINTS_FILE
+// receives the events of two accounts, signed with its configured secret
+// (checked by the independent verifier), while neither account's admin can
+// see or delete it; its deliveries are counted under its name.
+func TestGlobalWebhookEndpoint(t *testing.T) {
+	rcv := newReceiver(t)
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
+	rcv.secret.Store(secret)
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "siem.secret")
+	file := filepath.Join(dir, "endpoints.yaml")
+	if err := os.WriteFile(secretFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, []byte("endpoints:\n  - name: siem\n    url: "+rcv.srv.URL+"/all\n    secret_file: "+secretFile+
+		"\n    events: [connection.created, connection.disconnected]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := testenv.StartBroker(t,
+		testenv.WithEnv("BROKER_WEBHOOK_ENDPOINTS_FILE", file),
+		testenv.WithEnv("BROKER_WEBHOOK_ALLOW_PRIVATE_URLS", "true"),
+		testenv.WithEnv("BROKER_WEBHOOK_MIN_BACKOFF", "50ms"))
+	acmeAdmin, globexAdmin := e.Admin(acme), e.Admin("globex")
+	e.MustConnect(acmeAdmin, "confluence", "", "alice", broker.ResultConnected)
+	e.MustConnect(globexAdmin, "servicenow", e.SNInstance("globex"), "dave", broker.ResultConnected)
+	got := rcv.waitFor(2)
+	time.Sleep(300 * time.Millisecond) // room for a wrong extra event
+	got = rcv.got()
+	byAccount := map[string]string{}
+	for _, d := range got {
+		if d.Body.Type != string(broker.EventCreated) || d.ID != d.Body.Data.ID {
+			t.Errorf("delivery %s", d.Raw)
+		}
+		byAccount[d.Body.Data.Account] = d.Body.Data.Vendor
+	}
+	if len(got) != 2 || byAccount[acme] != "confluence" || byAccount["globex"] != "servicenow" {
+		t.Fatalf("the global endpoint received %d events by account %v, want acme's and globex's created", len(got), byAccount)
+	}
+	for _, admin := range []string{acmeAdmin, globexAdmin} {
+		if r := e.Get("/v1/account/webhooks", admin); r.Status != http.StatusOK || strings.TrimSpace(string(r.Body)) != "[]" {
+			t.Errorf("an account's webhook list shows the global endpoint: %d %s", r.Status, r.Body)
+		}
+		for _, id := range []string{"global_siem", "siem"} {
+			if r := e.Do(http.MethodDelete, "/v1/account/webhooks/"+id, admin, nil); r.Status != http.StatusNotFound {
+				t.Errorf("an account admin deleting %s: %d %s", id, r.Status, r.Body)
+			}
+		}
+	}
+	m := e.Metrics()
+	if !strings.Contains(m, `tokenbroker_webhook_deliveries_total{endpoint="siem",result="delivered"} 2`) ||
+		!strings.Contains(m, `tokenbroker_webhook_deliveries_total{endpoint="account",result="delivered"} 0`) {
+		t.Errorf("delivery metrics by endpoint:\n%s", grepLines(m, "tokenbroker_webhook_deliveries_total"))
+	}
+	if strings.Contains(e.Logs.String(), strings.TrimPrefix(secret, "whsec_")) {
+		t.Error("the broker logged the global endpoint's secret")
+	}
+}
+
+// TestGlobalWebhookFileStopsStartUp: a bad endpoints file stops the
+// broker before it opens a store, with one line that names the setting,
+// the endpoint and the mistake, and no secret.
+func TestGlobalWebhookFileStopsStartUp(t *testing.T) {
+	dir := t.TempDir()
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("not-so-random-but-long-enough-secret"))
+	for _, tc := range []struct{ name, file, want string }{
+		{"private receiver", "endpoints:\n  - name: siem\n    url: https://10.1.2.3/in\n    secret: " + secret + "\n",
+			"endpoint 1 (siem): url must not name a loopback, private or link-local address"},
+		{"typo", "endpoints:\n  - name: siem\n    url: https://siem.example.com/in\n    secret: " + secret + "\n    event: [connection.created]\n",
+			"line 5: field event not found"},
+		{"bad secret", "endpoints:\n  - name: siem\n    url: https://siem.example.com/in\n    secret: " + strings.TrimPrefix(secret, "whsec_") + "\n",
+			"endpoint 1 (siem): secret: the secret must be whsec_"},
+	} {
+		file := filepath.Join(dir, tc.name+".yaml")
+		if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env := map[string]string{
+			"BROKER_AUTH_HS256_SECRET":      "0123456789abcdef0123456789abcdef",
+			"BROKER_WEBHOOK_ENDPOINTS_FILE": file,
+			// A data directory that cannot be opened: a broker that got as
+			// far as its store would fail there instead.
+			"BROKER_DATA_DIR": filepath.Join(dir, tc.name+".yaml", "data"),
+		}
+		cfg, err := config.Load(func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := app.New(context.Background(), cfg, app.Options{})
+		if err == nil {
+			_ = a.Shutdown(context.Background())
+			t.Fatalf("%s: the broker started", tc.name)
+		}
+		msg, want := err.Error(), "BROKER_WEBHOOK_ENDPOINTS_FILE: "+file+": "+tc.want
+		if !strings.HasPrefix(msg, want) || strings.Contains(msg, "\n") || strings.Contains(msg, strings.TrimPrefix(secret, "whsec_")) {
+			t.Errorf("%s: start-up error %q, want one line starting %q without the secret", tc.name, msg, want)
+		}
 	}
 }

@@ -37,7 +37,12 @@ func (s *Service) scan(ctx context.Context) {
 		if ctx.Err() == nil {
 			s.log.WarnContext(ctx, "webhook endpoints unreadable", "err", err)
 		}
-		return
+		// The global endpoints' queues are still worth a look: the
+		// outbox may answer where the endpoint list did not.
+		eps = nil
+	}
+	for _, g := range s.o.Global {
+		eps = append(eps, g.endpoint())
 	}
 	for _, ep := range eps {
 		s.mu.Lock()
@@ -83,7 +88,7 @@ func (s *Service) drain(ctx context.Context, id string, lost <-chan struct{}) {
 			return
 		default:
 		}
-		ep, err := s.o.Store.GetEndpoint(ctx, id)
+		ep, err := s.endpointByID(ctx, id)
 		if err != nil {
 			return // deleted, or the store is down: the next scan decides
 		}
@@ -96,10 +101,7 @@ func (s *Service) drain(ctx context.Context, id string, lost <-chan struct{}) {
 		if a.Result != resultDelivered && s.now().Sub(m.EnqueuedAt) >= s.o.RetryPeriod {
 			a.Result = resultGaveUp
 		}
-		s.metrics.deliveries.WithLabelValues(a.Result).Inc()
-		if err := s.o.Store.RecordAttempt(ctx, id, a); err != nil {
-			s.log.WarnContext(ctx, "webhook attempt not logged", "err", err)
-		}
+		s.recordAttempt(ctx, id, a)
 		if a.Result != resultFailed {
 			select {
 			case <-lost:
@@ -126,6 +128,43 @@ func (s *Service) drain(ctx context.Context, id string, lost <-chan struct{}) {
 			return
 		case <-timer.C:
 		}
+	}
+}
+
+// endpointByID finds a queue's endpoint: a global one by its id, else the
+// store's.
+func (s *Service) endpointByID(ctx context.Context, id string) (Endpoint, error) {
+	if g, ok := s.global[id]; ok {
+		return g.endpoint(), nil
+	}
+	return s.o.Store.GetEndpoint(ctx, id)
+}
+
+// recordAttempt counts an attempt and logs it where its reader looks: a
+// per-account endpoint's in the store (the deliveries route), a global
+// endpoint's in the broker's log, which is the operator's.
+func (s *Service) recordAttempt(ctx context.Context, id string, a Attempt) {
+	g, global := s.global[id]
+	label := accountLabel
+	if global {
+		label = g.Name
+	}
+	s.metrics.deliveries.WithLabelValues(label, a.Result).Inc()
+	if !global {
+		if err := s.o.Store.RecordAttempt(ctx, id, a); err != nil {
+			s.log.WarnContext(ctx, "webhook attempt not logged", "err", err)
+		}
+		return
+	}
+	attrs := []any{"endpoint", g.Name, "event_id", a.EventID, "event_type", a.EventType, "attempt", a.Attempt,
+		"result", a.Result, "status", a.StatusCode, "duration_ms", a.DurationMs}
+	switch a.Result {
+	case resultDelivered:
+		s.log.DebugContext(ctx, "global webhook delivered", attrs...)
+	case resultFailed:
+		s.log.WarnContext(ctx, "global webhook delivery failed; retrying", append(attrs, "error", a.Error)...)
+	default:
+		s.log.ErrorContext(ctx, "global webhook delivery given up", append(attrs, "error", a.Error)...)
 	}
 }
 
@@ -186,10 +225,11 @@ func (s *Service) deliver(ctx context.Context, ep Endpoint, m Message, attempt i
 }
 
 // sign returns the webhook-signature header: v1 signatures with the
-// current secret and, during a rotation's overlap, the previous one.
+// current secret and, during a rotation's overlap, the previous one (a
+// global endpoint's for as long as it is configured: no end time).
 func sign(ep Endpoint, m Message, at time.Time) (string, error) {
 	secrets := []string{ep.Secret}
-	if ep.PreviousSecret != "" && at.Before(ep.PreviousSecretUntil) {
+	if ep.PreviousSecret != "" && (ep.PreviousSecretUntil.IsZero() || at.Before(ep.PreviousSecretUntil)) {
 		secrets = append(secrets, ep.PreviousSecret)
 	}
 	var out []byte

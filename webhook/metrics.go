@@ -11,20 +11,26 @@ type metrics struct {
 	deliveries *prometheus.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer, st Store) (*metrics, error) {
+// newMetrics registers the webhook metrics. endpoints are the values of
+// the endpoint label: "account" for every per-account endpoint, and the
+// names of the global ones, which the configuration bounds; globalIDs are
+// the global endpoints' queues, which the store does not list.
+func newMetrics(reg prometheus.Registerer, st Store, endpoints, globalIDs []string) (*metrics, error) {
 	m := &metrics{deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tokenbroker_webhook_deliveries_total",
-		Help: "Webhook delivery attempts by result (delivered, failed: will be retried, gave_up: the retry period ended).",
-	}, []string{"result"})}
-	for _, r := range results() {
-		m.deliveries.WithLabelValues(r)
+		Help: "Webhook delivery attempts by endpoint (account: every per-account endpoint; else a global endpoint's name) and result (delivered, failed: will be retried, gave_up: the retry period ended).",
+	}, []string{"endpoint", "result"})}
+	for _, ep := range endpoints {
+		for _, r := range results() {
+			m.deliveries.WithLabelValues(ep, r)
+		}
 	}
 	// Depth and age are read from the store at scrape time: the outbox is
 	// the fleet's, so every replica reports the same values.
 	backlog := func() (int, time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		n, oldest, err := st.Backlog(ctx)
+		n, oldest, err := st.Backlog(ctx, globalIDs)
 		if err != nil {
 			return -1, time.Time{}
 		}

@@ -74,7 +74,9 @@ type Store interface {
 	RecordAttempt(ctx context.Context, endpointID string, a Attempt) error
 	// Attempts returns the latest attempts, newest first.
 	Attempts(ctx context.Context, endpointID string, limit int) ([]Attempt, error)
-	// Backlog counts queued messages over all endpoints and the enqueue
-	// time of the oldest.
-	Backlog(ctx context.Context) (int, time.Time, error)
+	// Backlog counts queued messages over the stored endpoints and the
+	// queues named in extra (the global endpoints, which are not stored),
+	// and the enqueue time of the oldest. A queue left by a global
+	// endpoint that is no longer configured is not counted.
+	Backlog(ctx context.Context, extra []string) (int, time.Time, error)
 }

@@ -1,6 +1,7 @@
 // Package webhook delivers connection events to endpoints that account
-// admins register, signed per the Standard Webhooks specification, at least
-// once, from a durable outbox in the store: a FIFO queue per endpoint that
+// admins register and to the operator's global endpoints, signed per the
+// Standard Webhooks specification, at least once, from a durable outbox in
+// the store: a FIFO queue per endpoint that
 // one replica at a time (holding the endpoint's lease) delivers in order,
 // retrying with exponential backoff for a bounded period.
 package webhook
@@ -14,10 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -52,9 +55,12 @@ type Options struct {
 	LeaseTTL time.Duration
 	// MaxEndpoints per account; default 10.
 	MaxEndpoints int
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
-	Now          func() time.Time
+	// Global are the operator's endpoints, which get every account's
+	// events (LoadGlobalEndpoints).
+	Global     []GlobalEndpoint
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Now        func() time.Time
 }
 
 // Service manages endpoints, takes events into the outbox and delivers them.
@@ -63,6 +69,8 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	metrics *metrics
+
+	global map[string]GlobalEndpoint // by queue id
 
 	mu     sync.Mutex
 	active map[string]bool // endpoints this replica is delivering
@@ -103,8 +111,16 @@ func New(o Options) (*Service, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s := &Service{o: o, log: o.Logger, now: o.Now, active: map[string]bool{}}
-	m, err := newMetrics(reg, o.Store)
+	s := &Service{o: o, log: o.Logger, now: o.Now, active: map[string]bool{}, global: map[string]GlobalEndpoint{}}
+	names := []string{accountLabel}
+	for _, g := range o.Global {
+		if _, dup := s.global[g.ID()]; dup || g.Name == accountLabel || g.Secret == "" {
+			return nil, fmt.Errorf("webhook: global endpoint %q is unnamed, named twice, reserved or has no secret", g.Name)
+		}
+		s.global[g.ID()] = g
+		names = append(names, g.Name)
+	}
+	m, err := newMetrics(reg, o.Store, names, slices.Collect(maps.Keys(s.global)))
 	if err != nil {
 		return nil, err
 	}
@@ -296,24 +312,30 @@ type payload struct {
 	Data      broker.Event     `json:"data"`
 }
 
-// Emit puts the event into the outbox of every endpoint of its account.
-// The store drops an event ID it has seen, which makes the fleet's
-// expiring sweeps emit one event.
+// Emit puts the event into the outbox of every endpoint of its account
+// and of every global endpoint that takes its type, in one step. The store
+// drops an event ID it has seen, which makes the fleet's expiring sweeps
+// emit one event.
 func (s *Service) Emit(ctx context.Context, e broker.Event) error {
 	eps, err := s.o.Store.ListEndpoints(ctx, e.Account)
 	if err != nil {
 		return err
 	}
-	if len(eps) == 0 {
+	ids := make([]string, 0, len(eps)+len(s.o.Global))
+	for _, ep := range eps {
+		ids = append(ids, ep.ID)
+	}
+	for _, g := range s.o.Global {
+		if g.wants(e.Type) {
+			ids = append(ids, g.ID())
+		}
+	}
+	if len(ids) == 0 {
 		return nil
 	}
 	body, err := json.Marshal(payload{Type: e.Type, Timestamp: e.Time, Data: e})
 	if err != nil {
 		return err
-	}
-	ids := make([]string, len(eps))
-	for i, ep := range eps {
-		ids[i] = ep.ID
 	}
 	m := Message{EventID: e.ID, Type: string(e.Type), Key: e.Account + "/" + e.Vendor + "/" + e.UserID,
 		Payload: body, EnqueuedAt: s.now().UTC()}

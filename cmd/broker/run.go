@@ -65,7 +65,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	defer flush()
 	configureRuntime(log)
 	gin.SetMode(gin.ReleaseMode)
-	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version})
+	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version, Getenv: getenv})
 	if err != nil {
 		return err
 	}

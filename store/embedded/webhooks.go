@@ -216,11 +216,23 @@ func (s *Store) Attempts(ctx context.Context, id string, limit int) ([]webhook.A
 	return out, err
 }
 
-func (s *Store) Backlog(ctx context.Context) (int, time.Time, error) {
+func (s *Store) Backlog(ctx context.Context, extra []string) (int, time.Time, error) {
 	n := 0
 	var oldest time.Time
 	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketOutbox).ForEach(func(_, v []byte) error {
+		ids := make(map[string]bool, len(extra))
+		for _, id := range extra {
+			ids[id] = true
+		}
+		if err := tx.Bucket(bucketEndpoints).ForEach(func(k, _ []byte) error { ids[string(k)] = true; return nil }); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketOutbox).ForEach(func(k, v []byte) error {
+			// The key is the endpoint id (length-prefixed) and a sequence.
+			l, w := binary.Uvarint(k)
+			if w <= 0 || uint64(len(k)-w) < l || !ids[string(k[w:w+int(l)])] {
+				return nil
+			}
 			n++
 			var m webhook.Message
 			if err := json.Unmarshal(v, &m); err == nil && (oldest.IsZero() || m.EnqueuedAt.Before(oldest)) {

@@ -193,8 +193,9 @@ func (s *Store) Attempts(ctx context.Context, id string, limit int) ([]webhook.A
 	return out, nil
 }
 
-// Backlog reads every endpoint's queue length and head: one pipeline.
-func (s *Store) Backlog(ctx context.Context) (int, time.Time, error) {
+// Backlog reads the queue length and head of every stored endpoint and of
+// extra: one pipeline.
+func (s *Store) Backlog(ctx context.Context, extra []string) (int, time.Time, error) {
 	if s.isClosed() {
 		return 0, time.Time{}, ErrClosed
 	}
@@ -202,6 +203,7 @@ func (s *Store) Backlog(ctx context.Context) (int, time.Time, error) {
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("webhook backlog: %w", err)
 	}
+	ids = append(ids, extra...)
 	lens := make([]*goredis.IntCmd, len(ids))
 	heads := make([]*goredis.StringCmd, len(ids))
 	_, _ = s.client.Pipelined(ctx, func(p goredis.Pipeliner) error {

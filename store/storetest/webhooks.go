@@ -53,8 +53,23 @@ func RunWebhooks(t *testing.T, newStore func(t *testing.T) webhook.Store) {
 		if fresh, err := s.Enqueue(ctx, dup, []string{"ep_a"}, time.Hour); err != nil || fresh {
 			t.Errorf("an event id seen before was enqueued again: %v %v", fresh, err)
 		}
-		if n, oldest, err := s.Backlog(ctx); err != nil || n != 6 || !oldest.Equal(base) {
+		if n, oldest, err := s.Backlog(ctx, nil); err != nil || n != 6 || !oldest.Equal(base) {
 			t.Errorf("backlog = %d, %v, %v; want 6 from %v", n, oldest, err, base)
+		}
+		// A global endpoint's queue has no stored endpoint: it counts only
+		// when named, so one the configuration dropped does not.
+		older := webhook.Message{EventID: "evt_g", Payload: []byte(`{}`), EnqueuedAt: base.Add(-time.Minute)}
+		if fresh, err := s.Enqueue(ctx, older, []string{"global_siem"}, time.Hour); err != nil || !fresh {
+			t.Fatalf("enqueue for a global endpoint: %v %v", fresh, err)
+		}
+		if n, oldest, err := s.Backlog(ctx, []string{"global_siem"}); err != nil || n != 7 || !oldest.Equal(older.EnqueuedAt) {
+			t.Errorf("backlog with the global queue = %d, %v, %v; want 7 from %v", n, oldest, err, older.EnqueuedAt)
+		}
+		if n, _, err := s.Backlog(ctx, nil); err != nil || n != 6 {
+			t.Errorf("backlog without naming the global queue = %d, %v; want 6", n, err)
+		}
+		if m, ok, err := s.Head(ctx, "global_siem"); err != nil || !ok || m.EventID != "evt_g" {
+			t.Errorf("the global queue's head = %+v %v %v", m, ok, err)
 		}
 		for i := range 3 {
 			m, ok, err := s.Head(ctx, "ep_a")
