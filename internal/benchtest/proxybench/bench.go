@@ -103,6 +103,8 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		"BROKER_CONFLUENCE_AUTH_URL=http://"+up,
 		"BROKER_CONFLUENCE_API_URL=http://"+up,
 		"BROKER_LOG_LEVEL="+o.logLevel,
+		// The stored-connections measure restarts the broker.
+		"BROKER_SHUTDOWN_GRACE=0s",
 	)
 	// The request log goes to a file, as a log shipper would read it.
 	logFile, err := os.Create(filepath.Join(dir, "broker.log"))
@@ -159,7 +161,94 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		if err := cost(ctx, o, targets, out, map[string]int64{targets[3].name: brokerRSSIdle}); err != nil {
 			return err
 		}
+		// Last, because it restarts the broker.
+		n := 1000
+		if o.short {
+			n = 20
+		}
+		restart := func() (int, error) {
+			if err := procs.stopOne(broker); err != nil {
+				return 0, err
+			}
+			pid, err := procs.startLogged(ctx, logFile, o.broker, env)
+			if err != nil {
+				return 0, err
+			}
+			return pid, waitOK(ctx, "http://"+metrics+"/readyz")
+		}
+		if err := stored(ctx, out, n, secret, "http://"+api, "http://"+up, restart); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// stored reports the broker's resident memory after a start with n stored
+// connections (issue 10's P7 "RSS after start with 1,000 connections", read
+// as vendor connections, which the broker keeps in memory), and with n
+// client connections open and idle after one proxied call each. The bench
+// account's connection is one of them; the others are app-level ServiceNow
+// connections of accounts of their own, made through the real OAuth
+// routes.
+func stored(ctx context.Context, out io.Writer, n int, secret, api, instance string, restart func() (int, error)) error {
+	now := time.Now()
+	callers := make([]string, n)
+	for i := range n {
+		account := "bench"
+		if i > 0 {
+			account = fmt.Sprintf("bench-%04d", i)
+			admin, err := auth.Mint([]byte(secret), auth.Claims{Account: account, Subject: "admin@" + account, Roles: []string{"admin"}}, time.Hour, now)
+			if err != nil {
+				return err
+			}
+			if err := connect(ctx, api, admin, instance); err != nil {
+				return fmt.Errorf("connection %d: %w", i, err)
+			}
+		}
+		c, err := auth.Mint([]byte(secret), auth.Claims{Account: account, Subject: "svc"}, time.Hour, now)
+		if err != nil {
+			return err
+		}
+		callers[i] = c
+	}
+	pid, err := restart()
+	if err != nil {
+		return err
+	}
+	afterStart := rss(pid)
+	// n client connections, each kept open after one call of its own
+	// account's connection: the broker holds n server connections, the
+	// upstream connections its pool keeps, and n accounts' tokens in use.
+	tr := &http.Transport{MaxIdleConnsPerHost: n, MaxConnsPerHost: n, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api+"/proxy/servicenow"+apiPath, nil)
+			req.Header.Set("Authorization", "Bearer "+callers[i])
+			resp, err := client.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("connection %d: proxied call answered %d", i, resp.StatusCode)
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	// The calls ran at once; give the server a moment to park every
+	// connection idle, as a real pool of callers would leave them.
+	time.Sleep(time.Second)
+	idleConns := rss(pid)
+	fmt.Fprintf(out, "\nbroker with %d stored connections: RSS after start %s; with %d client connections open and idle after one call each %s\n",
+		n, mb(afterStart), n, mb(idleConns))
 	return nil
 }
 

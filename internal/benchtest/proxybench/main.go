@@ -12,7 +12,8 @@
 // one run mean anything on a shared machine.
 //
 //	go run ./internal/benchtest/proxybench -broker bin/broker            # throughput: req/s, p50, p99, ratios
-//	go run ./internal/benchtest/proxybench -broker bin/broker -mode cost # allocations/request, CPU per 1,000 req/s, RSS
+//	go run ./internal/benchtest/proxybench -broker bin/broker -mode cost # allocations/request, CPU per 1,000 req/s, RSS;
+//	                                                                     # then RSS after a restart with 1,000 stored connections
 //	go run ./internal/benchtest/proxybench -broker bin/broker -short     # one short round of both (CI: shows it works)
 //
 // It asserts nothing about speed: it prints figures (docs/benchmarks.md).

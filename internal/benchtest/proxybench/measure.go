@@ -174,6 +174,19 @@ func (p *procs) startLogged(ctx context.Context, log io.Writer, bin string, env 
 	return cmd.Process.Pid, nil
 }
 
+// stopOne ends the process pid with SIGTERM and waits for it to exit.
+func (p *procs) stopOne(pid int) error {
+	for i, c := range p.cmds {
+		if c.Process.Pid == pid {
+			_ = c.Process.Signal(syscall.SIGTERM)
+			_ = c.Wait()
+			p.cmds = append(p.cmds[:i], p.cmds[i+1:]...)
+			return nil
+		}
+	}
+	return fmt.Errorf("no process %d", pid)
+}
+
 func (p *procs) stop() {
 	for _, c := range p.cmds {
 		_ = c.Process.Signal(syscall.SIGTERM)
