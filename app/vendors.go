@@ -47,12 +47,12 @@ func buildVendors(cfg *config.Config, hc *http.Client) (vendorSet, error) {
 		if err != nil {
 			return vendorSet{}, fmt.Errorf("%s: %w", c.Name(), err)
 		}
-		if v.Name() != c.Name() {
-			return vendorSet{}, fmt.Errorf("%s: its settings build the vendor %q", c.Name(), v.Name())
+		if v.Descriptor().Name != c.Name() {
+			return vendorSet{}, fmt.Errorf("%s: its settings build the vendor %q", c.Name(), v.Descriptor().Name)
 		}
 		vs.vendors = append(vs.vendors, v)
-		vs.policies[v.Name()] = vc.ProxyPolicy()
-		vs.rateLimits[v.Name()] = vc.RateLimits()
+		vs.policies[v.Descriptor().Name] = vc.ProxyPolicy()
+		vs.rateLimits[v.Descriptor().Name] = vc.RateLimits()
 	}
 	return vs, nil
 }

@@ -24,8 +24,8 @@ func TestBuildVendorsFromTheList(t *testing.T) {
 		t.Fatalf("built %d vendors, %d policies, %d rate-limit options for %d configured", len(vs.vendors), len(vs.policies), len(vs.rateLimits), len(cfg.Vendors))
 	}
 	for i, v := range vs.vendors {
-		if v.Name() != cfg.Vendors[i].Name() {
-			t.Errorf("vendor %d is %q, want %q", i, v.Name(), cfg.Vendors[i].Name())
+		if v.Descriptor().Name != cfg.Vendors[i].Name() {
+			t.Errorf("vendor %d is %q, want %q", i, v.Descriptor().Name, cfg.Vendors[i].Name())
 		}
 	}
 	if p := vs.policies["confluence"]; p.NotExpired == nil || !p.NotExpired(http.StatusUnauthorized, http.Header{"X-Failure-Category": {"FAILURE_CLIENT_SCOPE_CHECK"}}) {

@@ -32,17 +32,37 @@ var (
 	ErrInstanceMismatch = errors.New("instance mismatch")
 )
 
+// Descriptor is what never changes about a configured vendor: its name and
+// type, the broker-wide OAuth client, and the OAuth and refresh facts the
+// core decides by. A vendor builds it from its configuration.
+type Descriptor struct {
+	// Name is the vendor's path segment ("servicenow", "confluence").
+	Name string
+	Type IntegrationType
+	// DefaultClient is the broker-wide OAuth client from configuration.
+	DefaultClient ClientCredentials
+	// NeedsInstance: a first connect must name its instance (ServiceNow's
+	// instanceUrl); otherwise the instance is learnt in Identify.
+	NeedsInstance bool
+	// PKCE: an S256 challenge is sent (a per-vendor switch).
+	PKCE bool
+	// KeepAliveInterval is the longest a connection may go without a
+	// refresh (Atlassian's 90-day inactivity window, with room); zero means
+	// no limit.
+	KeepAliveInterval time.Duration
+	// FixedRefreshToken: a refresh leaves the refresh token valid
+	// (ServiceNow), so a duplicate refresh is harmless and may run without
+	// the fleet-wide lease when the lease store is down. False, the safe
+	// assumption, means every refresh replaces it (Atlassian): a refresh
+	// never runs without the lease.
+	FixedRefreshToken bool
+}
+
 // Vendor is one vendor's OAuth and API facts, as the core needs them.
 // Implementations live in vendors/<name> and are chosen by an explicit map.
 type Vendor interface {
-	// Name is the vendor's path segment ("servicenow", "confluence").
-	Name() string
-	Type() IntegrationType
-	// DefaultClient is the broker-wide OAuth client from configuration.
-	DefaultClient() ClientCredentials
-	// NeedsInstance reports whether a first connect must name its instance
-	// (ServiceNow's instanceUrl); otherwise the instance is learnt in Identify.
-	NeedsInstance() bool
+	// Descriptor returns the vendor's constant facts.
+	Descriptor() Descriptor
 	// ParseInstance validates what the admin named when starting a connect:
 	// ServiceNow's instance URL (allowlisted host), or a Confluence site hint
 	// (cloudId or site URL; only CloudID or BaseURL is then set). Errors wrap
@@ -53,8 +73,6 @@ type Vendor interface {
 	OAuthConfig(inst Instance, client ClientCredentials, redirectURL string) *oauth2.Config
 	// AuthCodeOptions are vendor-specific authorize parameters.
 	AuthCodeOptions() []oauth2.AuthCodeOption
-	// PKCE reports whether an S256 challenge is sent (a per-vendor switch).
-	PKCE() bool
 	// Identify finds the user behind tok and the instance the connection will
 	// use. want is the instance the flow requires: for ServiceNow always the
 	// host of the state; for Confluence the stored site (reconnect, changeUser,
@@ -71,9 +89,6 @@ type Vendor interface {
 	// reconnect (ServiceNow: issue + lifespan; Atlassian: consent + 365 days,
 	// or earlier by inactivity). Zero means unknown.
 	RefreshTokenExpiry(t Tokens) time.Time
-	// KeepAliveInterval is the longest a connection may go without a refresh
-	// (Atlassian's 90-day inactivity window, with room); zero means no limit.
-	KeepAliveInterval() time.Duration
 }
 
 // InstanceChecker is implemented by vendors whose token endpoint lives on
@@ -92,13 +107,6 @@ func CheckInstance(v Vendor, inst Instance) error {
 		return ic.CheckInstance(inst)
 	}
 	return nil
-}
-
-// RotationReporter is implemented by vendors that tell whether a refresh
-// replaces the refresh token. A vendor that does not implement it is taken
-// to rotate, the safe assumption.
-type RotationReporter interface {
-	RotatesRefreshTokens() bool
 }
 
 // HTTPClientContext returns ctx carrying hc for x/oauth2 calls, made to

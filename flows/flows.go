@@ -75,31 +75,31 @@ func (f *Service) AuthURL(ctx context.Context, caller broker.Caller, vendorName 
 		return "", err
 	}
 
-	app, appErr := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Name()})
+	app, appErr := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Descriptor().Name})
 	if appErr != nil && !errors.Is(appErr, broker.ErrNotFound) {
 		return "", broker.StoreError(appErr)
 	}
 	integrated := appErr == nil
 
 	st := broker.OAuthState{
-		Account: caller.Account, Vendor: v.Name(), Flow: flow, Action: action,
+		Account: caller.Account, Vendor: v.Descriptor().Name, Flow: flow, Action: action,
 		Subject: caller.Subject, ReturnTo: r.ReturnTo, Binding: r.Binding, Confirm: r.Confirm,
 	}
 	switch {
 	case flow == broker.FlowUser:
 		if !integrated {
-			return "", broker.NewError(broker.CodeNotConnected, nil, "%s is not connected for this account; a user-level connection needs the integration", v.Name())
+			return "", broker.NewError(broker.CodeNotConnected, nil, "%s is not connected for this account; a user-level connection needs the integration", v.Descriptor().Name)
 		}
-		_, userErr := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Name(), UserID: caller.Subject})
+		_, userErr := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Descriptor().Name, UserID: caller.Subject})
 		if userErr != nil && !errors.Is(userErr, broker.ErrNotFound) {
 			return "", broker.StoreError(userErr)
 		}
-		if err := precheck(action, userErr == nil, "your user-level connection to "+v.Name()); err != nil {
+		if err := precheck(action, userErr == nil, "your user-level connection to "+v.Descriptor().Name); err != nil {
 			return "", err
 		}
 		st.Instance = app.Instance
 	default:
-		if err := precheck(action, integrated, v.Name()); err != nil {
+		if err := precheck(action, integrated, v.Descriptor().Name); err != nil {
 			return "", err
 		}
 		if integrated {
@@ -115,9 +115,9 @@ func (f *Service) AuthURL(ctx context.Context, caller broker.Caller, vendorName 
 			}
 			break
 		}
-		if v.NeedsInstance() {
+		if v.Descriptor().NeedsInstance {
 			if r.InstanceURL == "" {
-				return "", broker.NewError(broker.CodeInvalidRequest, nil, "instanceUrl is required to connect %s", v.Name())
+				return "", broker.NewError(broker.CodeInvalidRequest, nil, "instanceUrl is required to connect %s", v.Descriptor().Name)
 			}
 			inst, err := v.ParseInstance(r.InstanceURL)
 			if err != nil {
@@ -137,12 +137,12 @@ func (f *Service) AuthURL(ctx context.Context, caller broker.Caller, vendorName 
 	if err != nil {
 		return "", err
 	}
-	cfg := v.OAuthConfig(st.Instance, client, f.callbackURL(v.Name()))
+	cfg := v.OAuthConfig(st.Instance, client, f.callbackURL(v.Descriptor().Name))
 	st.ClientID = client.ClientID
 	st.TokenURL = cfg.Endpoint.TokenURL
 	st.ExpiresAt = f.now().Add(f.stateTTL)
 	opts := append([]oauth2.AuthCodeOption(nil), v.AuthCodeOptions()...)
-	if v.PKCE() {
+	if v.Descriptor().PKCE {
 		st.Verifier = oauth2.GenerateVerifier()
 		opts = append(opts, oauth2.S256ChallengeOption(st.Verifier))
 	}
@@ -157,7 +157,7 @@ func (f *Service) AuthURL(ctx context.Context, caller broker.Caller, vendorName 
 		f.flows.done(fc)
 		return "", broker.StoreError(err)
 	}
-	f.log.InfoContext(ctx, "oauth flow started", "account", caller.Account, "vendor", v.Name(),
+	f.log.InfoContext(ctx, "oauth flow started", "account", caller.Account, "vendor", v.Descriptor().Name,
 		"flow", string(flow), "action", actionLabel(action))
 	return cfg.AuthCodeURL(id, opts...), nil
 }
@@ -207,9 +207,9 @@ func (f *Service) Callback(ctx context.Context, vendorName string, r CallbackReq
 	if err != nil {
 		return res, err
 	}
-	res.Vendor = v.Name()
+	res.Vendor = v.Descriptor().Name
 	defer func() {
-		f.metrics.callback(v.Name(), res.Action, err)
+		f.metrics.callback(v.Descriptor().Name, res.Action, err)
 	}()
 	if r.State == "" {
 		return res, broker.NewError(broker.CodeInvalidState, nil, "state is missing")
@@ -222,7 +222,7 @@ func (f *Service) Callback(ctx context.Context, vendorName string, r CallbackReq
 		return res, broker.StoreError(err)
 	}
 	f.flows.done(flowCaller{account: st.Account, subject: st.Subject})
-	if st.Vendor != v.Name() {
+	if st.Vendor != v.Descriptor().Name {
 		return res, broker.NewError(broker.CodeInvalidState, nil, "state was issued for another vendor")
 	}
 	if !f.now().Before(st.ExpiresAt) {
@@ -234,7 +234,7 @@ func (f *Service) Callback(ctx context.Context, vendorName string, r CallbackReq
 	// above, cannot be tried again.
 	if st.Binding != "" && subtle.ConstantTimeCompare([]byte(st.Binding), []byte(r.Binding)) != 1 {
 		f.log.WarnContext(ctx, "oauth callback from another browser refused", "account", st.Account,
-			"vendor", v.Name(), "flow", string(st.Flow), "action", actionLabel(st.Action), "cookie", r.Binding != "")
+			"vendor", v.Descriptor().Name, "flow", string(st.Flow), "action", actionLabel(st.Action), "cookie", r.Binding != "")
 		return res, broker.NewError(broker.CodeFlowNotBound, nil,
 			"this authorization was started in another browser; nothing was changed: start it again from the browser that will approve it")
 	}
@@ -252,7 +252,7 @@ func (f *Service) Callback(ctx context.Context, vendorName string, r CallbackReq
 	if err := broker.CheckInstance(v, st.Instance); err != nil {
 		return res, broker.NewError(broker.CodeInvalidInstance, err, "the instance is no longer in the allowed hosts")
 	}
-	cfg := v.OAuthConfig(st.Instance, client, f.callbackURL(v.Name()))
+	cfg := v.OAuthConfig(st.Instance, client, f.callbackURL(v.Descriptor().Name))
 	if cfg.Endpoint.TokenURL != st.TokenURL {
 		// Mix-up defence: a code is redeemed only where its state says.
 		return res, broker.NewError(broker.CodeInvalidState, nil, "state does not match this authorization server")
@@ -297,7 +297,7 @@ func (f *Service) Callback(ctx context.Context, vendorName string, r CallbackReq
 		f.revokeQuietly(ctx, v, st, inst, tok, client)
 		return res, err
 	}
-	f.log.InfoContext(ctx, "oauth flow completed", "account", st.Account, "vendor", v.Name(),
+	f.log.InfoContext(ctx, "oauth flow completed", "account", st.Account, "vendor", v.Descriptor().Name,
 		"flow", string(st.Flow), "action", actionLabel(st.Action), "result", res.Result)
 	return res, nil
 }
@@ -410,12 +410,12 @@ func (f *Service) revokeQuietly(ctx context.Context, v broker.Vendor, st broker.
 	if inst == (broker.Instance{}) {
 		inst = st.Instance
 	}
-	c := broker.Connection{Key: broker.Key{Account: st.Account, Vendor: v.Name()}, Instance: inst,
+	c := broker.Connection{Key: broker.Key{Account: st.Account, Vendor: v.Descriptor().Name}, Instance: inst,
 		Tokens: broker.Tokens{AccessToken: tok.AccessToken, RefreshToken: tok.RefreshToken}}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := v.Revoke(rctx, c, client); err != nil {
-		f.log.WarnContext(ctx, "revoking unused tokens failed", "vendor", v.Name(), "err", err)
+		f.log.WarnContext(ctx, "revoking unused tokens failed", "vendor", v.Descriptor().Name, "err", err)
 	}
 }
 

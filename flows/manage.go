@@ -21,7 +21,7 @@ func (f *Service) Disconnect(ctx context.Context, caller broker.Caller, vendorNa
 	if !caller.Admin {
 		return broker.NewError(broker.CodeForbidden, nil, "disconnecting an integration needs the admin role")
 	}
-	conns, err := f.store.ListConnections(ctx, caller.Account, v.Name())
+	conns, err := f.store.ListConnections(ctx, caller.Account, v.Descriptor().Name)
 	if err != nil {
 		return broker.StoreError(err)
 	}
@@ -32,7 +32,7 @@ func (f *Service) Disconnect(ctx context.Context, caller broker.Caller, vendorNa
 		}
 	}
 	if !found {
-		return broker.NewError(broker.CodeNotFound, nil, "%s is not connected for this account", v.Name())
+		return broker.NewError(broker.CodeNotFound, nil, "%s is not connected for this account", v.Descriptor().Name)
 	}
 	// The app-level connection goes last, so a failure part-way leaves an
 	// integration that can be disconnected again rather than orphaned users.
@@ -50,7 +50,7 @@ func (f *Service) Disconnect(ctx context.Context, caller broker.Caller, vendorNa
 			}
 		}
 	}
-	f.log.InfoContext(ctx, "integration disconnected", "account", caller.Account, "vendor", v.Name(), "connections", len(conns))
+	f.log.InfoContext(ctx, "integration disconnected", "account", caller.Account, "vendor", v.Descriptor().Name, "connections", len(conns))
 	return nil
 }
 
@@ -66,7 +66,7 @@ func (f *Service) DeleteUserConnection(ctx context.Context, caller broker.Caller
 	if userID == "" {
 		return broker.NewError(broker.CodeInvalidRequest, nil, "userId is required")
 	}
-	c, err := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Name(), UserID: userID})
+	c, err := f.store.GetConnection(ctx, broker.Key{Account: caller.Account, Vendor: v.Descriptor().Name, UserID: userID})
 	if errors.Is(err, broker.ErrNotFound) {
 		return broker.NewError(broker.CodeNotFound, nil, "no user-level connection for that user")
 	}
@@ -80,7 +80,7 @@ func (f *Service) remove(ctx context.Context, v broker.Vendor, c broker.Connecti
 	if client, err := f.lc.ClientByID(ctx, c.Key.Account, v, c.ClientID); err == nil {
 		rctx, cancel := context.WithTimeout(broker.HTTPClientContext(context.WithoutCancel(ctx), f.hc), f.vendorTO)
 		if err := v.Revoke(rctx, c, client); err != nil {
-			f.log.WarnContext(ctx, "revoke at vendor failed; deleting the secrets anyway", "vendor", v.Name(), "err", err)
+			f.log.WarnContext(ctx, "revoke at vendor failed; deleting the secrets anyway", "vendor", v.Descriptor().Name, "err", err)
 		}
 		cancel()
 	}
@@ -110,8 +110,8 @@ func (f *Service) SetClient(ctx context.Context, caller broker.Caller, vendorNam
 	if !caller.Admin {
 		return ClientInfo{}, broker.NewError(broker.CodeForbidden, nil, "configuring a client needs the admin role")
 	}
-	if !v.NeedsInstance() {
-		return ClientInfo{}, broker.NewError(broker.CodeInvalidRequest, nil, "%s uses the broker's OAuth app; per-account clients are for vendors with per-instance registration", v.Name())
+	if !v.Descriptor().NeedsInstance {
+		return ClientInfo{}, broker.NewError(broker.CodeInvalidRequest, nil, "%s uses the broker's OAuth app; per-account clients are for vendors with per-instance registration", v.Descriptor().Name)
 	}
 	c.ClientID = strings.TrimSpace(c.ClientID)
 	switch {
@@ -126,10 +126,10 @@ func (f *Service) SetClient(ctx context.Context, caller broker.Caller, vendorNam
 		// surrogate escapes: a client id or secret never holds it on purpose.
 		return ClientInfo{}, broker.NewError(broker.CodeInvalidRequest, nil, "clientId and clientSecret must be valid UTF-8")
 	}
-	if err := f.store.PutClient(ctx, caller.Account, v.Name(), c); err != nil {
+	if err := f.store.PutClient(ctx, caller.Account, v.Descriptor().Name, c); err != nil {
 		return ClientInfo{}, broker.StoreError(err)
 	}
-	return ClientInfo{Vendor: v.Name(), ClientID: c.ClientID, Source: "account"}, nil
+	return ClientInfo{Vendor: v.Descriptor().Name, ClientID: c.ClientID, Source: "account"}, nil
 }
 
 // GetClient tells which client an account uses for a vendor, without its secret.
@@ -141,18 +141,18 @@ func (f *Service) GetClient(ctx context.Context, caller broker.Caller, vendorNam
 	if !caller.Admin {
 		return ClientInfo{}, broker.NewError(broker.CodeForbidden, nil, "reading client configuration needs the admin role")
 	}
-	c, err := f.store.GetClient(ctx, caller.Account, v.Name())
+	c, err := f.store.GetClient(ctx, caller.Account, v.Descriptor().Name)
 	if err == nil {
-		return ClientInfo{Vendor: v.Name(), ClientID: c.ClientID, Source: "account"}, nil
+		return ClientInfo{Vendor: v.Descriptor().Name, ClientID: c.ClientID, Source: "account"}, nil
 	}
 	if !errors.Is(err, broker.ErrNotFound) {
 		return ClientInfo{}, broker.StoreError(err)
 	}
-	d := v.DefaultClient()
+	d := v.Descriptor().DefaultClient
 	if d.ClientID == "" {
-		return ClientInfo{}, broker.NewError(broker.CodeClientNotConfigured, nil, "no OAuth client is configured for %s", v.Name())
+		return ClientInfo{}, broker.NewError(broker.CodeClientNotConfigured, nil, "no OAuth client is configured for %s", v.Descriptor().Name)
 	}
-	return ClientInfo{Vendor: v.Name(), ClientID: d.ClientID, Source: "default"}, nil
+	return ClientInfo{Vendor: v.Descriptor().Name, ClientID: d.ClientID, Source: "default"}, nil
 }
 
 func hasControl(s string) bool {

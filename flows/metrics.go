@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer, vendors []broker.Vendor) (*metrics, e
 	}
 	for _, v := range vendors {
 		for _, a := range []broker.Action{broker.ActionConnect, broker.ActionReconnect, broker.ActionChangeUser} {
-			m.callbacks.WithLabelValues(v.Name(), actionLabel(a), "success")
+			m.callbacks.WithLabelValues(v.Descriptor().Name, actionLabel(a), "success")
 		}
 	}
 	return m, nil

@@ -48,12 +48,12 @@ func (f *Service) ParseType(raw string) (broker.IntegrationType, error) {
 	seen := map[broker.IntegrationType]bool{}
 	var valid []string
 	for _, v := range f.lc.Vendors() {
-		if v.Type() == broker.IntegrationType(raw) {
-			return v.Type(), nil
+		if v.Descriptor().Type == broker.IntegrationType(raw) {
+			return v.Descriptor().Type, nil
 		}
-		if !seen[v.Type()] {
-			seen[v.Type()] = true
-			valid = append(valid, string(v.Type()))
+		if !seen[v.Descriptor().Type] {
+			seen[v.Descriptor().Type] = true
+			valid = append(valid, string(v.Descriptor().Type))
 		}
 	}
 	sort.Strings(valid)
@@ -64,14 +64,14 @@ func (f *Service) ParseType(raw string) (broker.IntegrationType, error) {
 func (f *Service) Status(ctx context.Context, account string, typ broker.IntegrationType, includeUsers bool) ([]IntegrationStatus, error) {
 	out := make([]IntegrationStatus, 0, len(f.lc.Vendors()))
 	for _, v := range f.lc.Vendors() {
-		if typ != "" && v.Type() != typ {
+		if typ != "" && v.Descriptor().Type != typ {
 			continue
 		}
-		sum, err := f.store.Summary(ctx, account, v.Name())
+		sum, err := f.store.Summary(ctx, account, v.Descriptor().Name)
 		if err != nil {
 			return nil, broker.StoreError(err)
 		}
-		st := IntegrationStatus{Vendor: v.Name(), Type: v.Type()}
+		st := IntegrationStatus{Vendor: v.Descriptor().Name, Type: v.Descriptor().Type}
 		if sum.App != nil {
 			f.fillAppStatus(&st, sum.App, v)
 		}
@@ -139,7 +139,7 @@ func (f *Service) UserStatuses(ctx context.Context, caller broker.Caller, vendor
 	if len(cursor) > 512 || hasControl(cursor) {
 		return UserPage{}, broker.NewError(broker.CodeInvalidRequest, nil, "cursor is not one this API returned")
 	}
-	conns, err := f.store.UserSummaries(ctx, caller.Account, v.Name(), cursor, limit+1)
+	conns, err := f.store.UserSummaries(ctx, caller.Account, v.Descriptor().Name, cursor, limit+1)
 	if err != nil {
 		return UserPage{}, broker.StoreError(err)
 	}

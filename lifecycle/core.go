@@ -142,10 +142,10 @@ func New(o Options) (*Core, error) {
 		b.ackTimeout = DefaultFleetAckTimeout
 	}
 	for _, v := range o.Vendors {
-		if _, dup := b.vendors[v.Name()]; dup {
-			return nil, fmt.Errorf("lifecycle: options: vendor %q listed twice", v.Name())
+		if _, dup := b.vendors[v.Descriptor().Name]; dup {
+			return nil, fmt.Errorf("lifecycle: options: vendor %q listed twice", v.Descriptor().Name)
 		}
-		b.vendors[v.Name()] = v
+		b.vendors[v.Descriptor().Name] = v
 	}
 	if b.margin <= 0 {
 		b.margin = 5 * time.Minute
@@ -183,7 +183,7 @@ func New(o Options) (*Core, error) {
 		reg = prometheus.NewRegistry()
 	}
 	m, err := newMetrics(reg, o.Vendors, b.cache, b.pending, func(v broker.Vendor) int {
-		return b.cache.count(v.Name(), func(c broker.Connection) bool {
+		return b.cache.count(v.Descriptor().Name, func(c broker.Connection) bool {
 			return !c.RefreshTokenExpired && b.expiringSoon(v.RefreshTokenExpiry(c.Tokens))
 		})
 	})
@@ -218,17 +218,17 @@ func (b *Core) Store() broker.Store { return b.store }
 // Client resolves the OAuth client of an account for a vendor: the account's
 // own (ServiceNow registers clients per instance) or the broker's default.
 func (b *Core) Client(ctx context.Context, account string, v broker.Vendor) (broker.ClientCredentials, error) {
-	c, err := b.store.GetClient(ctx, account, v.Name())
+	c, err := b.store.GetClient(ctx, account, v.Descriptor().Name)
 	switch {
 	case err == nil:
 		return c, nil
 	case !errors.Is(err, broker.ErrNotFound):
 		return broker.ClientCredentials{}, broker.StoreError(err)
 	}
-	c = v.DefaultClient()
+	c = v.Descriptor().DefaultClient
 	if c.ClientID == "" {
 		return broker.ClientCredentials{}, broker.NewError(broker.CodeClientNotConfigured, nil,
-			"no OAuth client is configured for %s in this account", v.Name())
+			"no OAuth client is configured for %s in this account", v.Descriptor().Name)
 	}
 	return c, nil
 }
@@ -238,7 +238,7 @@ func (b *Core) Client(ctx context.Context, account string, v broker.Vendor) (bro
 // account is remembered, and the broker's default client serves when the
 // store cannot answer.
 func (b *Core) ClientByID(ctx context.Context, account string, v broker.Vendor, id string) (broker.ClientCredentials, error) {
-	k := broker.Key{Account: account, Vendor: v.Name()}
+	k := broker.Key{Account: account, Vendor: v.Descriptor().Name}
 	sctx, cancel := storeCall(ctx)
 	c, err := b.Client(sctx, account, v)
 	cancel()
@@ -251,7 +251,7 @@ func (b *Core) ClientByID(ctx context.Context, account string, v broker.Vendor, 
 		b.clientsMu.Lock()
 		known, ok := b.clients[k]
 		b.clientsMu.Unlock()
-		switch d := v.DefaultClient(); {
+		switch d := v.Descriptor().DefaultClient; {
 		case ok && known.ClientID == id:
 			return known, nil
 		case d.ClientID == id && id != "":
@@ -264,9 +264,9 @@ func (b *Core) ClientByID(ctx context.Context, account string, v broker.Vendor, 
 	if c.ClientID == id {
 		return c, nil
 	}
-	if d := v.DefaultClient(); d.ClientID == id && id != "" {
+	if d := v.Descriptor().DefaultClient; d.ClientID == id && id != "" {
 		return d, nil
 	}
 	return broker.ClientCredentials{}, broker.NewError(broker.CodeClientNotConfigured, nil,
-		"the OAuth client that issued these tokens is no longer configured for %s", v.Name())
+		"the OAuth client that issued these tokens is no longer configured for %s", v.Descriptor().Name)
 }

@@ -57,7 +57,7 @@ func newMetrics(reg prometheus.Registerer, vendors []broker.Vendor, c *cache, p 
 		}
 	}
 	for _, v := range vendors {
-		name := v.Name()
+		name := v.Descriptor().Name
 		flagged := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "tokenbroker_connections_refresh_token_expired",
 			Help:        "Connections (app- and user-level) flagged refreshTokenExpired, by vendor.",
@@ -78,7 +78,7 @@ func newMetrics(reg prometheus.Registerer, vendors []broker.Vendor, c *cache, p 
 		m.contention.WithLabelValues(name)
 		m.leaseless.WithLabelValues(name)
 		for _, r := range []string{"success", string(broker.ClassDead), string(broker.ClassClientConfig), string(broker.ClassTransient), string(broker.ClassRace)} {
-			m.refreshes.WithLabelValues(v.Name(), r)
+			m.refreshes.WithLabelValues(v.Descriptor().Name, r)
 		}
 	}
 	return m, nil

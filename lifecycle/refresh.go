@@ -75,13 +75,10 @@ type noLease struct{}
 func (noLease) Lost() <-chan struct{}         { return nil }
 func (noLease) Release(context.Context) error { return nil }
 
-func rotates(v broker.Vendor) bool {
-	r, ok := v.(broker.RotationReporter)
-	return !ok || r.RotatesRefreshTokens()
-}
+func rotates(v broker.Vendor) bool { return !v.Descriptor().FixedRefreshToken }
 
 func errLeaseLost(v broker.Vendor, cause error) error {
-	return broker.NewError(broker.CodeVendorUnavailable, cause, "%s token refresh stopped: the refresh lease was lost", v.Name())
+	return broker.NewError(broker.CodeVendorUnavailable, cause, "%s token refresh stopped: the refresh lease was lost", v.Descriptor().Name)
 }
 
 func leaseName(k broker.Key) string {
@@ -149,7 +146,7 @@ func (b *Core) refresh(ctx context.Context, key broker.Key, o RefreshOptions) (b
 		return cur, nil
 	}
 	if e := cur.LastError; e != nil && e.Class != broker.ClassDead && b.now().Before(e.RetryAt) {
-		return cur, broker.NewError(broker.CodeVendorUnavailable, nil, "%s token refresh is backing off after a failure", v.Name())
+		return cur, broker.NewError(broker.CodeVendorUnavailable, nil, "%s token refresh is backing off after a failure", v.Descriptor().Name)
 	}
 	client, err := b.ClientByID(ctx, key.Account, v, cur.ClientID)
 	if err != nil {
@@ -188,7 +185,7 @@ func (b *Core) refresh(ctx context.Context, key broker.Key, o RefreshOptions) (b
 	// A changed refresh token in the store means another writer won the race
 	// (a replica whose lease lapsed, or a reconnect): adopt it, never flag.
 	if stored, gerr := b.current(ctx, key); gerr == nil && stored.Tokens.RefreshToken != cur.Tokens.RefreshToken {
-		b.metrics.refresh(v.Name(), broker.ClassRace)
+		b.metrics.refresh(v.Descriptor().Name, broker.ClassRace)
 		return stored, nil
 	}
 	if class == broker.ClassAmbiguous {
@@ -214,7 +211,7 @@ func (b *Core) lease(ctx context.Context, v broker.Vendor, key broker.Key, o Ref
 	for {
 		l, err := b.store.AcquireLease(ctx, name, b.leaseTTL)
 		if err != nil && !errors.Is(err, broker.ErrLeaseHeld) && !rotates(v) {
-			b.metrics.leaseless.WithLabelValues(v.Name()).Inc()
+			b.metrics.leaseless.WithLabelValues(v.Descriptor().Name).Inc()
 			l, err = noLease{}, nil
 		}
 		if err == nil {
@@ -286,7 +283,7 @@ func (b *Core) readError(key broker.Key, err error) error {
 }
 
 func reconnectRequired(v broker.Vendor) error {
-	return broker.NewError(broker.CodeReconnectRequired, nil, "the %s integration needs a reconnect (refresh token expired)", v.Name())
+	return broker.NewError(broker.CodeReconnectRequired, nil, "the %s integration needs a reconnect (refresh token expired)", v.Descriptor().Name)
 }
 
 // callTokenEndpoint makes exactly one refresh_token grant call with a fresh,
@@ -321,7 +318,7 @@ func (b *Core) succeed(ctx context.Context, v broker.Vendor, cur broker.Connecti
 		saved, err := b.store.PutConnection(sctx, next)
 		cancel()
 		if err == nil {
-			b.metrics.refresh(v.Name(), "success")
+			b.metrics.refresh(v.Descriptor().Name, "success")
 			b.pending.drop(cur.Key)
 			b.stored(ctx, saved)
 			b.Changed(ctx, &cur, &saved, "")
@@ -330,7 +327,7 @@ func (b *Core) succeed(ctx context.Context, v broker.Vendor, cur broker.Connecti
 		if !errors.Is(err, broker.ErrVersionConflict) {
 			// The vendor has answered: these tokens (a rotated refresh token
 			// included) must not be lost. Serve them and write them later.
-			b.metrics.refresh(v.Name(), "success")
+			b.metrics.refresh(v.Descriptor().Name, "success")
 			b.keepPending(ctx, cur, next, used, err)
 			return next, nil
 		}
@@ -340,7 +337,7 @@ func (b *Core) succeed(ctx context.Context, v broker.Vendor, cur broker.Connecti
 		}
 		if latest.Tokens.RefreshToken != used {
 			// A reconnect or another refresh stored newer tokens: they win.
-			b.metrics.refresh(v.Name(), broker.ClassRace)
+			b.metrics.refresh(v.Descriptor().Name, broker.ClassRace)
 			return latest, nil
 		}
 		cur = latest // only metadata changed; re-apply the tokens onto it
@@ -432,7 +429,7 @@ func (b *Core) fail(ctx context.Context, v broker.Vendor, cur broker.Connection,
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.storeBudget)
 	defer cancel()
 	now := b.now()
-	b.metrics.refresh(v.Name(), class)
+	b.metrics.refresh(v.Descriptor().Name, class)
 	for attempt := 0; attempt < 5; attempt++ {
 		next := cur
 		attempts := 1
@@ -469,15 +466,15 @@ func (b *Core) fail(ctx context.Context, v broker.Vendor, cur broker.Connection,
 		}
 		cur = latest
 	}
-	b.log.WarnContext(ctx, "token refresh failed", "account", cur.Key.Account, "vendor", v.Name(),
+	b.log.WarnContext(ctx, "token refresh failed", "account", cur.Key.Account, "vendor", v.Descriptor().Name,
 		"user_level", cur.Key.UserID != "", "class", string(class), "err", describe(cause))
 	switch class {
 	case broker.ClassDead:
 		return cur, reconnectRequired(v)
 	case broker.ClassClientConfig:
-		return cur, broker.NewError(broker.CodeVendorUnavailable, cause, "%s rejected the broker's OAuth client; check its configuration", v.Name())
+		return cur, broker.NewError(broker.CodeVendorUnavailable, cause, "%s rejected the broker's OAuth client; check its configuration", v.Descriptor().Name)
 	}
-	return cur, broker.NewError(broker.CodeVendorUnavailable, cause, "%s token endpoint is unavailable", v.Name())
+	return cur, broker.NewError(broker.CodeVendorUnavailable, cause, "%s token endpoint is unavailable", v.Descriptor().Name)
 }
 
 // backoff grows exponentially from 5 s to 5 min, with jitter so that a fleet

@@ -107,12 +107,12 @@ func (b *Core) nextRefresh(c broker.Connection) time.Time {
 		m := b.effectiveMargin(c)
 		at = c.Tokens.Expiry.Add(-m).Add(-time.Duration(rand.Int64N(int64(m/10) + 1)))
 	}
-	if v, ok := b.vendors[c.Key.Vendor]; ok && v.KeepAliveInterval() > 0 {
+	if v, ok := b.vendors[c.Key.Vendor]; ok && v.Descriptor().KeepAliveInterval > 0 {
 		last := c.LastRefreshAt
 		if last.IsZero() || c.Tokens.RefreshIssuedAt.After(last) {
 			last = c.Tokens.RefreshIssuedAt
 		}
-		if keep := last.Add(v.KeepAliveInterval()); at.IsZero() || keep.Before(at) {
+		if keep := last.Add(v.Descriptor().KeepAliveInterval); at.IsZero() || keep.Before(at) {
 			at = keep
 		}
 	}
@@ -175,7 +175,7 @@ func (b *Core) backgroundRefresh(ctx context.Context, key broker.Key) {
 		return
 	}
 	force := false
-	if v := b.vendors[key.Vendor]; v != nil && v.KeepAliveInterval() > 0 && !b.due(e.conn) {
+	if v := b.vendors[key.Vendor]; v != nil && v.Descriptor().KeepAliveInterval > 0 && !b.due(e.conn) {
 		force = true // keep-alive: the inactivity window, not the expiry, is due
 	}
 	conn, err := b.Refresh(ctx, key, RefreshOptions{Force: force})

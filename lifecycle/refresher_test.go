@@ -17,18 +17,15 @@ type stubVendor struct {
 	keepAlive time.Duration
 }
 
-func (v stubVendor) Name() string                 { return v.name }
-func (v stubVendor) Type() broker.IntegrationType { return broker.TypeKnowledgeBase }
-func (v stubVendor) DefaultClient() broker.ClientCredentials {
-	return broker.ClientCredentials{ClientID: "c"}
+func (v stubVendor) Descriptor() broker.Descriptor {
+	return broker.Descriptor{Name: v.name, Type: broker.TypeKnowledgeBase, DefaultClient: broker.ClientCredentials{ClientID: "c"},
+		PKCE: true, KeepAliveInterval: v.keepAlive}
 }
-func (v stubVendor) NeedsInstance() bool                           { return false }
 func (v stubVendor) ParseInstance(string) (broker.Instance, error) { return broker.Instance{}, nil }
 func (v stubVendor) OAuthConfig(broker.Instance, broker.ClientCredentials, string) *oauth2.Config {
 	return &oauth2.Config{}
 }
 func (v stubVendor) AuthCodeOptions() []oauth2.AuthCodeOption { return nil }
-func (v stubVendor) PKCE() bool                               { return true }
 func (v stubVendor) Identify(context.Context, broker.Instance, *oauth2.Token) (broker.User, broker.Instance, error) {
 	return broker.User{}, broker.Instance{}, nil
 }
@@ -37,7 +34,6 @@ func (v stubVendor) Revoke(context.Context, broker.Connection, broker.ClientCred
 }
 func (v stubVendor) APIBase(broker.Instance) *url.URL           { return &url.URL{} }
 func (v stubVendor) RefreshTokenExpiry(broker.Tokens) time.Time { return time.Time{} }
-func (v stubVendor) KeepAliveInterval() time.Duration           { return v.keepAlive }
 
 func TestNextRefresh(t *testing.T) {
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)

@@ -41,10 +41,10 @@ func TestConfigNew(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	if v.Name() != c.Name() || v.DefaultClient().ClientSecret != "secret" || !v.PKCE() {
-		t.Errorf("vendor %q client %q pkce %v does not carry the settings", v.Name(), v.DefaultClient().ClientID, v.PKCE())
+	if v.Descriptor().Name != c.Name() || v.Descriptor().DefaultClient.ClientSecret != "secret" || !v.Descriptor().PKCE {
+		t.Errorf("vendor %q client %q pkce %v does not carry the settings", v.Descriptor().Name, v.Descriptor().DefaultClient.ClientID, v.Descriptor().PKCE)
 	}
-	if cfg := v.OAuthConfig(broker.Instance{}, v.DefaultClient(), ""); cfg.Endpoint.TokenURL != "https://auth.example.com/oauth/token" {
+	if cfg := v.OAuthConfig(broker.Instance{}, v.Descriptor().DefaultClient, ""); cfg.Endpoint.TokenURL != "https://auth.example.com/oauth/token" {
 		t.Errorf("TokenURL = %q", cfg.Endpoint.TokenURL)
 	}
 	c.Scopes = []string{"offline_access"}

@@ -103,10 +103,7 @@ type Vendor struct {
 	resourceURL string
 }
 
-var (
-	_ broker.Vendor           = (*Vendor)(nil)
-	_ broker.RotationReporter = (*Vendor)(nil)
-)
+var _ broker.Vendor = (*Vendor)(nil)
 
 // New validates o and returns the vendor.
 func New(o Options) (*Vendor, error) {
@@ -189,11 +186,18 @@ func parseServiceURL(raw, def string) (*url.URL, error) {
 	return u, nil
 }
 
-func (v *Vendor) Name() string                            { return "confluence" }
-func (v *Vendor) Type() broker.IntegrationType            { return broker.TypeKnowledgeBase }
-func (v *Vendor) DefaultClient() broker.ClientCredentials { return v.client }
-func (v *Vendor) NeedsInstance() bool                     { return false }
-func (v *Vendor) PKCE() bool                              { return v.pkce }
+// Descriptor: the instance (site) is learnt from the approving user. The
+// keep-alive is a third of the inactivity window: an idle connection is
+// refreshed well inside the window, with room for two more attempts if a
+// keep-alive refresh fails on a long outage. Every Atlassian refresh
+// replaces the refresh token, so it is not fixed: a refresh never runs
+// without the fleet-wide lease.
+func (v *Vendor) Descriptor() broker.Descriptor {
+	return broker.Descriptor{
+		Name: "confluence", Type: broker.TypeKnowledgeBase, DefaultClient: v.client,
+		PKCE: v.pkce, KeepAliveInterval: v.inactivity / 3,
+	}
+}
 
 // AuthCodeOptions: 3LO needs the audience, and prompt=consent makes Atlassian
 // show the consent screen (and its site picker) on every connect, so that a
@@ -486,15 +490,6 @@ func (v *Vendor) RefreshTokenExpiry(t broker.Tokens) time.Time {
 	}
 	return end
 }
-
-// KeepAliveInterval is a third of the inactivity window: an idle connection
-// is refreshed well inside the window, with room for two more attempts if a
-// keep-alive refresh fails on a long outage.
-func (v *Vendor) KeepAliveInterval() time.Duration { return v.inactivity / 3 }
-
-// RotatesRefreshTokens is true: every Atlassian refresh replaces the refresh
-// token, so a refresh never runs without the fleet-wide lease.
-func (v *Vendor) RotatesRefreshTokens() bool { return true }
 
 func (v *Vendor) getJSON(ctx context.Context, rawURL string, tok *oauth2.Token, dst any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)

@@ -93,13 +93,13 @@ func TestNew(t *testing.T) {
 		t.Errorf("New without a client (Confluence not offered): %v", err)
 	}
 	v := mustNew(t, confluence.Options{})
-	if v.Name() != "confluence" || v.Type() != broker.TypeKnowledgeBase || v.NeedsInstance() {
-		t.Errorf("metadata = %q %q %v", v.Name(), v.Type(), v.NeedsInstance())
+	if v.Descriptor().Name != "confluence" || v.Descriptor().Type != broker.TypeKnowledgeBase || v.Descriptor().NeedsInstance {
+		t.Errorf("metadata = %q %q %v", v.Descriptor().Name, v.Descriptor().Type, v.Descriptor().NeedsInstance)
 	}
-	if v.DefaultClient() != client || v.PKCE() {
-		t.Errorf("DefaultClient/PKCE = %+v %v", v.DefaultClient(), v.PKCE())
+	if v.Descriptor().DefaultClient != client || v.Descriptor().PKCE {
+		t.Errorf("DefaultClient/PKCE = %+v %v", v.Descriptor().DefaultClient, v.Descriptor().PKCE)
 	}
-	if got := v.KeepAliveInterval(); got != 30*24*time.Hour {
+	if got := v.Descriptor().KeepAliveInterval; got != 30*24*time.Hour {
 		t.Errorf("KeepAliveInterval = %v, want 30 days (a third of 90)", got)
 	}
 	cfg := v.OAuthConfig(broker.Instance{}, client, redirectURL)
@@ -191,7 +191,7 @@ func TestAuthURL(t *testing.T) {
 		cfg := v.OAuthConfig(broker.Instance{CloudID: acmeID}, client, redirectURL)
 		verifier := oauth2.GenerateVerifier()
 		opts := v.AuthCodeOptions()
-		if v.PKCE() {
+		if v.Descriptor().PKCE {
 			opts = append(opts, oauth2.S256ChallengeOption(verifier))
 		}
 		q := vendortest.AuthURLQuery(t, cfg, "https://auth.example.test/authorize", "state-xyz", opts...)
@@ -416,7 +416,7 @@ func TestRefreshTokenExpiry(t *testing.T) {
 			}
 		})
 	}
-	if got := mustNew(t, confluence.Options{InactivityWindow: 30 * day}).KeepAliveInterval(); got != 10*day {
+	if got := mustNew(t, confluence.Options{InactivityWindow: 30 * day}).Descriptor().KeepAliveInterval; got != 10*day {
 		t.Errorf("KeepAliveInterval = %v, want a third of the window", got)
 	}
 }

@@ -72,10 +72,7 @@ type Vendor struct {
 	hc            *http.Client
 }
 
-var (
-	_ broker.Vendor           = (*Vendor)(nil)
-	_ broker.RotationReporter = (*Vendor)(nil)
-)
+var _ broker.Vendor = (*Vendor)(nil)
 
 // New validates o and returns the vendor.
 func New(o Options) (*Vendor, error) {
@@ -118,23 +115,22 @@ func New(o Options) (*Vendor, error) {
 	return v, nil
 }
 
-func (v *Vendor) Name() string                            { return "servicenow" }
-func (v *Vendor) Type() broker.IntegrationType            { return broker.TypeSupportAndTicketing }
-func (v *Vendor) DefaultClient() broker.ClientCredentials { return v.client }
-func (v *Vendor) NeedsInstance() bool                     { return true }
-func (v *Vendor) PKCE() bool                              { return v.pkce }
+// Descriptor: ServiceNow registers clients per instance, so a first connect
+// names its instance. There is no keep-alive: the refresh token's life runs
+// from issue and refreshing does not extend it, so refreshing idle
+// connections buys nothing. The refresh token is fixed: a refresh returns a
+// new access token and leaves the refresh token valid, so a duplicate
+// refresh is harmless and may run without the fleet-wide lease when Redis
+// is down.
+func (v *Vendor) Descriptor() broker.Descriptor {
+	return broker.Descriptor{
+		Name: "servicenow", Type: broker.TypeSupportAndTicketing, DefaultClient: v.client,
+		NeedsInstance: true, PKCE: v.pkce, FixedRefreshToken: true,
+	}
+}
 
 // AuthCodeOptions is empty: ServiceNow needs nothing beyond RFC 6749.
 func (v *Vendor) AuthCodeOptions() []oauth2.AuthCodeOption { return nil }
-
-// KeepAliveInterval is zero: the refresh token's life runs from issue and
-// refreshing does not extend it, so refreshing idle connections buys nothing.
-func (v *Vendor) KeepAliveInterval() time.Duration { return 0 }
-
-// RotatesRefreshTokens is false: a ServiceNow refresh returns a new access
-// token and leaves the refresh token valid, so a duplicate refresh is
-// harmless and may run without the fleet-wide lease when Redis is down.
-func (v *Vendor) RotatesRefreshTokens() bool { return false }
 
 // OAuthConfig points at the instance's own authorization server. inst comes
 // from ParseInstance (directly or through the stored connection).

@@ -102,11 +102,11 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New with defaults: %v", err)
 	}
-	if v.Name() != "servicenow" || v.Type() != broker.TypeSupportAndTicketing || !v.NeedsInstance() {
-		t.Errorf("metadata = %q %q %v", v.Name(), v.Type(), v.NeedsInstance())
+	if v.Descriptor().Name != "servicenow" || v.Descriptor().Type != broker.TypeSupportAndTicketing || !v.Descriptor().NeedsInstance {
+		t.Errorf("metadata = %q %q %v", v.Descriptor().Name, v.Descriptor().Type, v.Descriptor().NeedsInstance)
 	}
-	if v.KeepAliveInterval() != 0 || v.AuthCodeOptions() != nil || v.PKCE() {
-		t.Errorf("defaults: keep-alive %v, options %v, pkce %v", v.KeepAliveInterval(), v.AuthCodeOptions(), v.PKCE())
+	if v.Descriptor().KeepAliveInterval != 0 || v.AuthCodeOptions() != nil || v.Descriptor().PKCE {
+		t.Errorf("defaults: keep-alive %v, options %v, pkce %v", v.Descriptor().KeepAliveInterval, v.AuthCodeOptions(), v.Descriptor().PKCE)
 	}
 	if _, err := v.ParseInstance("https://acme.service-now.com"); err != nil {
 		t.Errorf("default allowlist refuses acme.service-now.com: %v", err)
@@ -280,7 +280,7 @@ func TestOAuthConfigAndAuthURL(t *testing.T) {
 		// What the core does when it builds the authorize URL.
 		verifier := oauth2.GenerateVerifier()
 		opts := v.AuthCodeOptions()
-		if v.PKCE() {
+		if v.Descriptor().PKCE {
 			opts = append(opts, oauth2.S256ChallengeOption(verifier))
 		}
 		q := vendortest.AuthURLQuery(t, cfg, "https://acme.service-now.com/oauth_auth.do", "state-123", opts...)

@@ -237,8 +237,8 @@ func testOAuthConfig(t *testing.T, f Fixture) {
 	if again := v.OAuthConfig(inst, client, RedirectURL); len(again.Scopes) > 0 && again.Scopes[0] == "mutated" {
 		t.Error("OAuthConfig shares its Scopes slice between calls")
 	}
-	if v.DefaultClient() != client {
-		t.Errorf("DefaultClient = %q, want the configured client", v.DefaultClient().ClientID)
+	if v.Descriptor().DefaultClient != client {
+		t.Errorf("DefaultClient = %q, want the configured client", v.Descriptor().DefaultClient.ClientID)
 	}
 }
 
@@ -251,7 +251,7 @@ func testTokenEndpointStaysPut(t *testing.T, f Fixture) {
 	c := canary(t)
 	other := broker.Instance{BaseURL: c.URL, Host: hostOf(t, c.URL), CloudID: "00000000-0000-0000-0000-000000000000", Name: "other"}
 	ic, checks := v.(broker.InstanceChecker)
-	if v.NeedsInstance() && !checks {
+	if v.Descriptor().NeedsInstance && !checks {
 		t.Fatal("a vendor whose token endpoint is on the named instance must implement broker.InstanceChecker")
 	}
 	if !checks {
@@ -317,12 +317,8 @@ func testTokenRequests(t *testing.T, f Fixture) {
 	if tok.RefreshToken == "" {
 		t.Error("refresh lost the refresh token")
 	}
-	rr, ok := v.(broker.RotationReporter)
-	if !ok {
-		t.Fatal("vendor does not say whether it rotates refresh tokens (broker.RotationReporter)")
-	}
-	if rr.RotatesRefreshTokens() != rotated {
-		t.Errorf("RotatesRefreshTokens = %v, but the vendor's refresh answer rotated: %v", rr.RotatesRefreshTokens(), rotated)
+	if fixed := v.Descriptor().FixedRefreshToken; fixed == rotated {
+		t.Errorf("Descriptor().FixedRefreshToken = %v, but the vendor's refresh answer rotated: %v", fixed, rotated)
 	}
 }
 
@@ -442,7 +438,7 @@ func testIdentify(t *testing.T, f Fixture) {
 func testIdentifyMismatch(t *testing.T, f Fixture) {
 	if len(f.Mismatch) == 0 {
 		_, v, _ := f.start(t, nil)
-		if !v.NeedsInstance() {
+		if !v.Descriptor().NeedsInstance {
 			t.Fatal("no mismatch case: a vendor that learns the instance in Identify must show it refuses a user who cannot reach want")
 		}
 		return
@@ -642,7 +638,7 @@ func testRefreshTokenExpiry(t *testing.T, f Fixture) {
 // of inactivity, with room for a failed attempt.
 func testKeepAlive(t *testing.T, f Fixture) {
 	_, v, _ := f.start(t, nil)
-	ka := v.KeepAliveInterval()
+	ka := v.Descriptor().KeepAliveInterval
 	issued := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	fresh := broker.Tokens{IssuedAt: issued, RefreshIssuedAt: issued, ConsentAt: issued}
 	end := v.RefreshTokenExpiry(fresh)
