@@ -19,6 +19,7 @@ package budget
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 )
 
@@ -30,8 +31,19 @@ type Limit struct {
 	Rate   int
 	Period time.Duration
 	Burst  int
-	// Unit is what a call costs: 1 request, or estimated Atlassian points.
-	Unit Unit
+	// Cost is what one call costs in the budget's units: the vendor's
+	// estimate made before the call (Atlassian's points, see
+	// vendors/confluence.EstimatePoints). Nil: every call costs 1, a budget
+	// in requests.
+	Cost func(*http.Request) int
+}
+
+// cost is what r costs of the budget.
+func (l Limit) cost(r *http.Request) int {
+	if l.Cost == nil {
+		return 1
+	}
+	return l.Cost(r)
 }
 
 // Validate reports a limit that cannot be enforced.

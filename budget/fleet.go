@@ -131,7 +131,7 @@ func (f *Fleet) Take(ctx context.Context, account, vendor string, r *http.Reques
 	if !ok {
 		return allowed
 	}
-	cost := clampCost(lim.Unit.Cost(r), lim)
+	cost := clampCost(lim.cost(r), lim)
 	k := accountKey{vendor, account}
 	d, wait := f.take(k, lim, cost)
 	if wait != nil {

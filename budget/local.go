@@ -45,7 +45,7 @@ func (l *Local) Take(_ context.Context, account, vendor string, r *http.Request)
 	if !ok {
 		return allowed
 	}
-	cost := lim.Unit.Cost(r)
+	cost := lim.cost(r)
 	d := l.take(accountKey{vendor, account}, lim, cost)
 	l.m.count(vendor, clampCost(cost, lim), d)
 	return d

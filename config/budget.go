@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -12,10 +13,6 @@ import (
 // more than this of one account's budget would starve the others.
 const maxAccountBudgetBatch = 1000
 
-// minPointsBurst is one full-page Confluence read in estimated points
-// (budget.EstimatePoints): a smaller burst could never pass such a read.
-const minPointsBurst = 251
-
 // AccountBudgets returns the per-account budgets by vendor name; a vendor
 // without one is absent. An error names the variable.
 func (c *Config) AccountBudgets() (map[string]budget.Limit, error) {
@@ -25,12 +22,13 @@ func (c *Config) AccountBudgets() (map[string]budget.Limit, error) {
 	out := map[string]budget.Limit{}
 	for _, vendor := range c.Vendors {
 		v := vendor.Budget()
-		var unit budget.Unit
-		switch v.Unit {
-		case "points":
-			unit = budget.Points
-		case "requests":
-			unit = budget.Requests
+		// A budget in points charges each call the vendor's estimate;
+		// one in requests charges 1 (a nil Cost).
+		var cost func(*http.Request) int
+		switch {
+		case v.Unit == "points" && v.Points != nil:
+			cost = v.Points
+		case v.Unit == "requests":
 		default:
 			return nil, fieldErrorf(v.Env+"_UNIT", "invalid unit %q (want points or requests)", v.Unit)
 		}
@@ -44,12 +42,13 @@ func (c *Config) AccountBudgets() (map[string]budget.Limit, error) {
 		if err != nil {
 			return nil, fieldErrorf(v.Env, "%q: %s (want <units>/<period>, e.g. 5900/1h)", v.Value, err)
 		}
-		l.Unit = unit
+		l.Cost = cost
 		l.Burst = int(v.Burst)
 		if l.Burst == 0 {
 			l.Burst = max(l.Rate/10, 1)
-			if l.Unit == budget.Points {
-				l.Burst = max(l.Burst, minPointsBurst)
+			if cost != nil {
+				// A smaller burst could never pass the dearest call.
+				l.Burst = max(l.Burst, v.MaxPoints)
 			}
 			l.Burst = min(l.Burst, l.Rate)
 		}

@@ -1,12 +1,16 @@
 package config
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tokenbroker/tokenbroker/budget"
+	"github.com/tokenbroker/tokenbroker/vendors/confluence"
 )
 
 // TestAccountBudgets: the budgets are off by default; set, they parse into
@@ -34,11 +38,27 @@ func TestAccountBudgets(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]budget.Limit{
-		"servicenow": {Rate: 3000, Period: time.Hour, Burst: 300, Unit: budget.Requests},
-		"confluence": {Rate: 5900, Period: time.Hour, Burst: 600, Unit: budget.Points},
+		"servicenow": {Rate: 3000, Period: time.Hour, Burst: 300},
+		"confluence": {Rate: 5900, Period: time.Hour, Burst: 600},
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
+	// ServiceNow counts requests (no Cost); Confluence Atlassian's points,
+	// as its package estimates them.
+	if got["servicenow"].Cost != nil {
+		t.Error("the ServiceNow budget charges a cost other than 1 request")
+	}
+	read := httptest.NewRequest(http.MethodGet, "/wiki/api/v2/pages?limit=2", nil)
+	if c := got["confluence"].Cost; c == nil || c(read) != confluence.EstimatePoints(read) {
+		t.Error("the Confluence budget does not charge its points estimate")
+	}
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(budget.Limit{}, "Cost")); diff != "" {
 		t.Fatalf("budgets (-want +got):\n%s", diff)
+	}
+	c, err = Load(env(with(base, map[string]string{"BROKER_CONFLUENCE_ACCOUNT_BUDGET": "5900/1h", "BROKER_CONFLUENCE_ACCOUNT_BUDGET_UNIT": "requests"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.AccountBudgets(); got["confluence"].Cost != nil || got["confluence"].Burst != 590 {
+		t.Errorf("a Confluence budget in requests = %v, want one request a call and a tenth as burst", got["confluence"])
 	}
 
 	c, err = Load(env(with(base, map[string]string{"BROKER_CONFLUENCE_ACCOUNT_BUDGET": "300/1m"})))

@@ -7,6 +7,7 @@ package setting
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -40,6 +41,12 @@ type Budget struct {
 	Burst int64
 	// Unit is "requests" or "points".
 	Unit string
+	// Points is the vendor's estimate of a call in its points, charged by a
+	// budget in points; nil when the vendor counts no points.
+	Points func(*http.Request) int
+	// MaxPoints is the most Points charges one call: a budget in points
+	// never gets a smaller burst.
+	MaxPoints int
 }
 
 // FieldError is a configuration error: the variable, then what is wrong.

@@ -83,10 +83,11 @@ func (c *Config) Validate(d setting.Deployment) error {
 	return nil
 }
 
-// Budget is counted in Atlassian's points unless configured in
-// requests.
+// Budget is counted in Atlassian's points, estimated by EstimatePoints,
+// unless configured in requests.
 func (c *Config) Budget() setting.Budget {
-	return setting.Budget{Env: "BROKER_CONFLUENCE_ACCOUNT_BUDGET", Value: c.AccountBudget, Burst: c.AccountBudgetBurst, Unit: c.AccountBudgetUnit}
+	return setting.Budget{Env: "BROKER_CONFLUENCE_ACCOUNT_BUDGET", Value: c.AccountBudget, Burst: c.AccountBudgetBurst, Unit: c.AccountBudgetUnit,
+		Points: EstimatePoints, MaxPoints: MaxPoints}
 }
 
 // New builds the vendor from validated settings; hc makes its identity

@@ -3,6 +3,7 @@ package confluence_test
 import (
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -55,5 +56,29 @@ func TestConfigNew(t *testing.T) {
 	if err := (&confluence.Config{AuthURL: "http://auth.example.com", APIURL: "https://api.example.com", Scopes: []string{"offline_access"}}).
 		Validate(setting.Deployment{}); !errors.As(err, &fe) || fe.Env != "BROKER_CONFLUENCE_AUTH_URL" {
 		t.Errorf("Validate(http auth URL) = %v, want an error naming BROKER_CONFLUENCE_AUTH_URL", err)
+	}
+}
+
+// TestEstimatePoints: writes cost the base point; reads 1 + their page size.
+func TestEstimatePoints(t *testing.T) {
+	get := func(target string) *http.Request { return httptest.NewRequest(http.MethodGet, target, nil) }
+	for _, tc := range []struct {
+		r    *http.Request
+		want int
+	}{
+		{httptest.NewRequest(http.MethodPost, "/wiki/api/v2/pages?limit=100", nil), 1},
+		{httptest.NewRequest(http.MethodDelete, "/wiki/api/v2/pages/1", nil), 1},
+		{get("/wiki/api/v2/pages"), 26},
+		{get("/wiki/api/v2/pages?limit=2"), 3},
+		{get("/wiki/api/v2/pages?limit=100000"), confluence.MaxPoints},
+		{get("/wiki/api/v2/pages?limit=-3"), 26},
+		{get("/wiki/api/v2/pages?limit=x"), 26},
+	} {
+		if got := confluence.EstimatePoints(tc.r); got != tc.want {
+			t.Errorf("%s %s: %d points, want %d", tc.r.Method, tc.r.URL, got, tc.want)
+		}
+	}
+	if confluence.MaxPoints != 251 {
+		t.Errorf("MaxPoints = %d, want 251 (1 + a page of 250)", confluence.MaxPoints)
 	}
 }
