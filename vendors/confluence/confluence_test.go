@@ -61,8 +61,9 @@ func TestConformance(t *testing.T) {
 		Instance: func(*testing.T, *vendortest.Server, broker.Vendor) broker.Instance {
 			return broker.Instance{CloudID: acmeID, BaseURL: "https://acme.example.com", Host: "acme.example.com", Name: "acme"}
 		},
-		AuthPath:  "/authorize",
-		TokenPath: "/oauth/token",
+		AuthPath:   "/authorize",
+		TokenPath:  "/oauth/token",
+		AuthParams: map[string]string{"audience": "api.atlassian.com", "prompt": "consent", "scope": strings.Join(confluence.DefaultScopes(), " ")},
 		// Every refresh rotates the refresh token.
 		TokenAnswer: `{"access_token":"atl-new-access","refresh_token":"atl-rotated-refresh","expires_in":3600,"scope":"offline_access read:me","token_type":"Bearer"}`,
 		TokenErrors: []vendortest.TokenError{
@@ -189,33 +190,14 @@ func TestAuthURL(t *testing.T) {
 	for _, pkce := range []bool{true, false} {
 		v := mustNew(t, confluence.Options{PKCE: pkce, AuthURL: "https://auth.example.test/"})
 		cfg := v.OAuthConfig(broker.Instance{CloudID: acmeID}, client, redirectURL)
-		verifier := oauth2.GenerateVerifier()
-		opts := v.AuthCodeOptions()
-		if v.Descriptor().PKCE {
-			opts = append(opts, oauth2.S256ChallengeOption(verifier))
+		if v.Descriptor().PKCE != pkce {
+			t.Errorf("Descriptor().PKCE = %v with the option %v", v.Descriptor().PKCE, pkce)
 		}
-		q := vendortest.AuthURLQuery(t, cfg, "https://auth.example.test/authorize", "state-xyz", opts...)
-		want := map[string]string{
-			"audience":      "api.atlassian.com",
-			"prompt":        "consent",
-			"response_type": "code",
-			"client_id":     clientID,
-			"redirect_uri":  redirectURL,
-			"state":         "state-xyz",
-			"scope":         strings.Join(confluence.DefaultScopes(), " "),
-		}
-		if pkce {
-			want["code_challenge"] = oauth2.S256ChallengeFromVerifier(verifier)
-			want["code_challenge_method"] = "S256"
-		}
-		for k, w := range want {
-			if got := q.Get(k); got != w {
-				t.Errorf("pkce=%v: %s = %q, want %q", pkce, k, got, w)
-			}
-		}
-		if len(q) != len(want) {
-			t.Errorf("pkce=%v: authorize query %v has parameters beyond %v", pkce, q, want)
-		}
+		vendortest.CheckAuthorize(t, v, cfg, "https://auth.example.test/authorize", map[string]string{
+			"audience": "api.atlassian.com",
+			"prompt":   "consent",
+			"scope":    strings.Join(confluence.DefaultScopes(), " "),
+		})
 	}
 }
 

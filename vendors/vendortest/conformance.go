@@ -46,6 +46,9 @@ type Fixture struct {
 	// AuthPath and TokenPath are the authorize and token endpoints' paths on
 	// srv ("/oauth_auth.do", "/oauth/token").
 	AuthPath, TokenPath string
+	// AuthParams are the vendor's own authorize parameters (scope, ...)
+	// besides RFC 6749's and PKCE's.
+	AuthParams map[string]string
 	// TokenAnswer is the vendor's real answer to a refresh: with a new
 	// refresh_token when it rotates, without one when it does not.
 	TokenAnswer string
@@ -134,6 +137,7 @@ func Run(t *testing.T, f Fixture) {
 		name string
 		fn   func(*testing.T, Fixture)
 	}{
+		{"Descriptor", testDescriptor},
 		{"OAuthConfig", testOAuthConfig},
 		{"TokenEndpointStaysPut", testTokenEndpointStaysPut},
 		{"TokenRequests", testTokenRequests},
@@ -209,6 +213,26 @@ func hostOf(t *testing.T, raw string) string {
 	return u.Host
 }
 
+// testDescriptor: the name is a path segment the routes and metrics can
+// carry as it is, the type one the status API knows, and the descriptor a
+// constant.
+func testDescriptor(t *testing.T, f Fixture) {
+	_, v, _ := f.start(t, nil)
+	d := v.Descriptor()
+	if d.Name == "" || strings.Trim(d.Name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" || d.Name[0] == '-' {
+		t.Errorf("Name %q is not a lower-case path segment", d.Name)
+	}
+	if d.Type != broker.TypeSupportAndTicketing && d.Type != broker.TypeKnowledgeBase {
+		t.Errorf("Type %q is not an integration type of the status API", d.Type)
+	}
+	if d.KeepAliveInterval < 0 {
+		t.Errorf("KeepAliveInterval = %v, negative", d.KeepAliveInterval)
+	}
+	if v.Descriptor() != d {
+		t.Error("Descriptor changes between calls")
+	}
+}
+
 func testOAuthConfig(t *testing.T, f Fixture) {
 	srv, v, inst := f.start(t, nil)
 	cfg := v.OAuthConfig(inst, client, RedirectURL)
@@ -223,15 +247,7 @@ func testOAuthConfig(t *testing.T, f Fixture) {
 	if cfg.ClientID != ClientID || cfg.ClientSecret != ClientSecret || cfg.RedirectURL != RedirectURL {
 		t.Errorf("config does not carry the client and redirect URL given: id %q, redirect %q", cfg.ClientID, cfg.RedirectURL)
 	}
-	q := AuthURLQuery(t, cfg, srv.URL+f.AuthPath, "state-1", v.AuthCodeOptions()...)
-	for k, want := range map[string]string{"response_type": "code", "client_id": ClientID, "redirect_uri": RedirectURL, "state": "state-1"} {
-		if got := q.Get(k); got != want {
-			t.Errorf("authorize %s = %q, want %q", k, got, want)
-		}
-	}
-	if q.Has("client_secret") || strings.Contains(cfg.AuthCodeURL("s"), ClientSecret) {
-		t.Error("the authorize URL carries the client secret")
-	}
+	CheckAuthorize(t, v, cfg, srv.URL+f.AuthPath, f.AuthParams)
 	// Every call to OAuthConfig is a fresh config: the caller may change it.
 	cfg.Scopes = append(cfg.Scopes[:0], "mutated")
 	if again := v.OAuthConfig(inst, client, RedirectURL); len(again.Scopes) > 0 && again.Scopes[0] == "mutated" {
@@ -642,9 +658,6 @@ func testKeepAlive(t *testing.T, f Fixture) {
 	issued := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	fresh := broker.Tokens{IssuedAt: issued, RefreshIssuedAt: issued, ConsentAt: issued}
 	end := v.RefreshTokenExpiry(fresh)
-	if ka < 0 {
-		t.Errorf("KeepAliveInterval = %v, negative", ka)
-	}
 	if ka > 0 && 2*ka >= end.Sub(issued) {
 		t.Errorf("KeepAliveInterval = %v leaves no room for a retry before %v", ka, end.Sub(issued))
 	}

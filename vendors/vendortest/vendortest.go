@@ -7,6 +7,7 @@ package vendortest
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -15,6 +16,8 @@ import (
 	"testing"
 
 	"golang.org/x/oauth2"
+
+	"github.com/tokenbroker/tokenbroker/broker"
 )
 
 // Request is one request the fake vendor received.
@@ -167,5 +170,40 @@ func CheckClientInBody(t testing.TB, r Request, clientID, clientSecret string) {
 	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		t.Errorf("token request carries an Authorization header (%d bytes), want none", len(h))
+	}
+}
+
+// CheckAuthorize builds cfg's authorize URL the way the core does (v's
+// AuthCodeOptions, and an S256 challenge when its Descriptor says PKCE) and
+// fails the test unless it starts with wantPrefix and its query is exactly
+// response_type, client_id, redirect_uri, state, the challenge when sent,
+// and extra (the vendor's own: scope, audience ...). The client secret is
+// never in it.
+func CheckAuthorize(t testing.TB, v broker.Vendor, cfg *oauth2.Config, wantPrefix string, extra map[string]string) {
+	t.Helper()
+	const state = "state-1"
+	verifier := oauth2.GenerateVerifier()
+	opts := v.AuthCodeOptions()
+	pkce := v.Descriptor().PKCE
+	if pkce {
+		opts = append(opts, oauth2.S256ChallengeOption(verifier))
+	}
+	q := AuthURLQuery(t, cfg, wantPrefix, state, opts...)
+	want := map[string]string{"response_type": "code", "client_id": cfg.ClientID, "redirect_uri": cfg.RedirectURL, "state": state}
+	if pkce {
+		want["code_challenge"] = oauth2.S256ChallengeFromVerifier(verifier)
+		want["code_challenge_method"] = "S256"
+	}
+	maps.Copy(want, extra)
+	for k, w := range want {
+		if got := q.Get(k); got != w {
+			t.Errorf("pkce=%v: authorize %s = %q, want %q", pkce, k, got, w)
+		}
+	}
+	if len(q) != len(want) {
+		t.Errorf("pkce=%v: authorize query %v has parameters beyond %v", pkce, q, want)
+	}
+	if q.Has("client_secret") || (cfg.ClientSecret != "" && strings.Contains(cfg.AuthCodeURL(state, opts...), cfg.ClientSecret)) {
+		t.Error("the authorize URL carries the client secret")
 	}
 }
