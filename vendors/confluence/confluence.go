@@ -6,10 +6,8 @@ package confluence
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -57,9 +55,6 @@ func DefaultScopes() []string {
 }
 
 const (
-	// maxBody bounds what is read from Atlassian; a user with many sites
-	// still answers in a few kilobytes.
-	maxBody = 1 << 20
 	// audience is what Atlassian's authorize endpoint expects for 3LO, and
 	// names the API product, not a host the broker talks to.
 	audience = "api.atlassian.com"
@@ -335,7 +330,7 @@ func (v *Vendor) Identify(ctx context.Context, want broker.Instance, tok *oauth2
 		Name      string `json:"name"`
 		Email     string `json:"email"`
 	}
-	if err := v.getJSON(ctx, v.meURL, tok, &me); err != nil {
+	if err := vendorhttp.GetJSON(ctx, v.hc, v.meURL, tok, &me, failureCategory); err != nil {
 		return broker.User{}, broker.Instance{}, fmt.Errorf("identify: me: %w", err)
 	}
 	if me.AccountID == "" {
@@ -344,7 +339,7 @@ func (v *Vendor) Identify(ctx context.Context, want broker.Instance, tok *oauth2
 	user := broker.User{ID: me.AccountID, Name: me.Name, Email: me.Email}
 
 	var resources []site
-	if err := v.getJSON(ctx, v.resourceURL, tok, &resources); err != nil {
+	if err := vendorhttp.GetJSON(ctx, v.hc, v.resourceURL, tok, &resources, failureCategory); err != nil {
 		return broker.User{}, broker.Instance{}, fmt.Errorf("identify: accessible resources: %w", err)
 	}
 	inst, err := chooseSite(confluenceSites(resources), want)
@@ -491,45 +486,7 @@ func (v *Vendor) RefreshTokenExpiry(t broker.Tokens) time.Time {
 	return end
 }
 
-func (v *Vendor) getJSON(ctx context.Context, rawURL string, tok *oauth2.Token, dst any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	tok.SetAuthHeader(req)
-	resp, err := v.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return &statusError{status: resp.StatusCode, failure: resp.Header.Get("X-Failure-Category")}
-	}
-	// v.hc (vendorhttp.NoRedirects) fails a body over vendorhttp.MaxAnswer.
-	if err := json.NewDecoder(resp.Body).Decode(dst); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
-}
-
-// statusError is an unexpected HTTP status from Atlassian. The gateway's
-// failure category is kept: FAILURE_CLIENT_SCOPE_CHECK tells an operator the
-// app lacks a scope (read:me), which no retry fixes.
-type statusError struct {
-	status  int
-	failure string
-}
-
-func (e *statusError) Error() string {
-	if e.failure != "" {
-		return fmt.Sprintf("unexpected status %d (%s)", e.status, e.failure)
-	}
-	return fmt.Sprintf("unexpected status %d", e.status)
-}
-
-// drainClose lets the connection be reused without reading an unbounded body.
-func drainClose(body io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxBody))
-	_ = body.Close()
-}
+// failureCategory keeps the gateway's reason for a refusal:
+// FAILURE_CLIENT_SCOPE_CHECK tells an operator the app lacks a scope
+// (read:me), which no retry fixes.
+func failureCategory(h http.Header) string { return h.Get("X-Failure-Category") }

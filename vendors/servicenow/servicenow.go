@@ -6,10 +6,8 @@ package servicenow
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -27,12 +25,6 @@ const (
 	DefaultAllowedHost          = "*.service-now.com"
 	DefaultScope                = "useraccount"
 	DefaultRefreshTokenLifetime = 100 * 24 * time.Hour // 8,640,000 s
-)
-
-const (
-	// maxBody bounds what is read from an instance: identity answers are a
-	// few hundred bytes, and a misbehaving host must not fill memory.
-	maxBody = 1 << 20
 )
 
 // Options configure the vendor.
@@ -184,11 +176,11 @@ func (v *Vendor) Identify(ctx context.Context, inst broker.Instance, tok *oauth2
 		return broker.User{}, broker.Instance{}, fmt.Errorf("identify: %w", err)
 	}
 	user, err := v.tableUser(ctx, base, tok)
-	var se *statusError
+	var se *vendorhttp.StatusError
 	switch {
 	case err == nil && user.ID != "":
 		return user, inst, nil
-	case err == nil, errors.As(err, &se) && (se.status == http.StatusForbidden || se.status == http.StatusNotFound):
+	case err == nil, errors.As(err, &se) && (se.Status == http.StatusForbidden || se.Status == http.StatusNotFound):
 		if user, err = v.currentUser(ctx, base, tok); err != nil {
 			return broker.User{}, broker.Instance{}, fmt.Errorf("identify: %w", err)
 		}
@@ -212,7 +204,7 @@ func (v *Vendor) tableUser(ctx context.Context, base string, tok *oauth2.Token) 
 			Email    string `json:"email"`
 		} `json:"result"`
 	}
-	if err := v.getJSON(ctx, base+"/api/now/table/sys_user?"+q.Encode(), tok, &body); err != nil {
+	if err := vendorhttp.GetJSON(ctx, v.hc, base+"/api/now/table/sys_user?"+q.Encode(), tok, &body, nil); err != nil {
 		return broker.User{}, fmt.Errorf("sys_user: %w", err)
 	}
 	if len(body.Result) == 0 {
@@ -231,7 +223,7 @@ func (v *Vendor) currentUser(ctx context.Context, base string, tok *oauth2.Token
 			DisplayName string `json:"user_display_name"`
 		} `json:"result"`
 	}
-	if err := v.getJSON(ctx, base+"/api/now/ui/user/current_user", tok, &body); err != nil {
+	if err := vendorhttp.GetJSON(ctx, v.hc, base+"/api/now/ui/user/current_user", tok, &body, nil); err != nil {
 		return broker.User{}, fmt.Errorf("current_user: %w", err)
 	}
 	r := body.Result
@@ -282,9 +274,9 @@ func (v *Vendor) revoke(ctx context.Context, base, token string, client broker.C
 	if err != nil {
 		return err
 	}
-	defer drainClose(resp.Body)
+	defer vendorhttp.DrainClose(resp.Body)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &statusError{status: resp.StatusCode}
+		return &vendorhttp.StatusError{Status: resp.StatusCode}
 	}
 	return nil
 }
@@ -308,39 +300,4 @@ func (v *Vendor) instanceBase(inst broker.Instance) (string, error) {
 		return "", fmt.Errorf("%w: host %s does not match the instance URL", broker.ErrInvalidInstance, inst.Host)
 	}
 	return parsed.BaseURL, nil
-}
-
-func (v *Vendor) getJSON(ctx context.Context, rawURL string, tok *oauth2.Token, dst any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Accept", "application/json")
-	tok.SetAuthHeader(req)
-	resp, err := v.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer drainClose(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return &statusError{status: resp.StatusCode}
-	}
-	// v.hc (vendorhttp.NoRedirects) fails a body over vendorhttp.MaxAnswer.
-	if err := json.NewDecoder(resp.Body).Decode(dst); err != nil {
-		// A hibernating developer instance answers 200 with an HTML page.
-		return fmt.Errorf("decode answer (%s): %w", resp.Header.Get("Content-Type"), err)
-	}
-	return nil
-}
-
-// statusError is an unexpected HTTP status from the instance. It holds
-// nothing from the body, which might echo the request.
-type statusError struct{ status int }
-
-func (e *statusError) Error() string { return fmt.Sprintf("unexpected status %d", e.status) }
-
-// drainClose lets the connection be reused without reading an unbounded body.
-func drainClose(body io.ReadCloser) {
-	_, _ = io.Copy(io.Discard, io.LimitReader(body, maxBody))
-	_ = body.Close()
 }

@@ -3,10 +3,14 @@
 package vendorhttp
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
+
+	"golang.org/x/oauth2"
 )
 
 // DefaultTimeout bounds one vendor call when the caller gave no client.
@@ -87,3 +91,57 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 }
 
 func (b *limitedBody) Close() error { return b.rc.Close() }
+
+// StatusError is an unexpected HTTP status from a vendor. It holds nothing
+// from the body, which might echo the request; Detail is what the vendor's
+// headers say of the cause (Atlassian's X-Failure-Category), when the
+// caller asked for it.
+type StatusError struct {
+	Status int
+	Detail string
+}
+
+func (e *StatusError) Error() string {
+	if e.Detail != "" {
+		return fmt.Sprintf("unexpected status %d (%s)", e.Status, e.Detail)
+	}
+	return fmt.Sprintf("unexpected status %d", e.Status)
+}
+
+// GetJSON GETs rawURL with tok as its bearer token through hc (a
+// NoRedirects client, which bounds the answer) and decodes a 200 answer
+// into dst. Any other status is a *StatusError, with Detail from detail
+// when it is set.
+func GetJSON(ctx context.Context, hc *http.Client, rawURL string, tok *oauth2.Token, dst any, detail func(http.Header) string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	tok.SetAuthHeader(req)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer DrainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		se := &StatusError{Status: resp.StatusCode}
+		if detail != nil {
+			se.Detail = detail(resp.Header)
+		}
+		return se
+	}
+	if err := json.NewDecoder(resp.Body).Decode(dst); err != nil {
+		// A hibernating ServiceNow developer instance answers 200 with an
+		// HTML page.
+		return fmt.Errorf("decode answer (%s): %w", resp.Header.Get("Content-Type"), err)
+	}
+	return nil
+}
+
+// DrainClose lets the connection be reused without reading an unbounded
+// body.
+func DrainClose(body io.ReadCloser) {
+	_, _ = io.Copy(io.Discard, io.LimitReader(body, MaxAnswer))
+	_ = body.Close()
+}
