@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/auth"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/callerpolicy"
@@ -53,6 +55,8 @@ type Options struct {
 	// Getenv reads the variables that configuration files name (a global
 	// webhook endpoint's secret_env); nil is os.Getenv.
 	Getenv func(string) string
+	// Stdout is where BROKER_AUDIT_SINK=stdout writes; nil is os.Stdout.
+	Stdout io.Writer
 }
 
 // App is one running broker.
@@ -68,6 +72,11 @@ type App struct {
 	runner    *lifecycle.Runner
 	webhooks  *webhook.Service
 	stopHooks func()
+	audit     *audit.Trail
+	stopAudit func()
+	// closeSink closes the audit sink's file, after everything that
+	// records has stopped.
+	closeSink func() error
 	// stopBudget ends the account budgets' background work.
 	stopBudget func()
 
@@ -150,6 +159,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	if a.webhooks, err = a.newWebhooks(raw, o.Resolver, globalHooks, log, now); err != nil {
 		return nil, err
 	}
+	if a.audit, err = a.newAudit(raw, o.Stdout, log, now); err != nil {
+		return nil, err
+	}
 	public, err := url.Parse(cfg.PublicURL)
 	if err != nil {
 		return nil, fmt.Errorf("BROKER_PUBLIC_URL: %w", err)
@@ -215,6 +227,8 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 		Caller:       callerOf,
 		Proxy:        px.Handle,
 		Webhooks:     a.webhooks,
+		Audit:        a.audit,
+		Vendors:      slices.Sorted(maps.Keys(policies)),
 		FlowBinding: httpapi.FlowBinding{
 			Off: cfg.OAuthFlowBinding == "none", Confirm: cfg.OAuthFlowBinding == "confirm",
 			Secure: httpapi.SecureContext(public), MaxAge: cfg.StateTTL,
@@ -408,6 +422,10 @@ func (a *App) Start(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); a.webhooks.Run(hctx) }()
 	a.stopHooks = func() { cancel(); <-done }
+	actx, acancel := context.WithCancel(context.WithoutCancel(ctx))
+	adone := make(chan struct{})
+	go func() { defer close(adone); a.audit.Run(actx) }()
+	a.stopAudit = func() { acancel(); <-adone }
 	go a.serve(a.api, a.apiLn)
 	go a.serve(a.ops, a.opsLn)
 	a.ready.Store(true)
@@ -473,6 +491,9 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.stopHooks != nil {
 		a.stopHooks()
 	}
+	if a.stopAudit != nil {
+		a.stopAudit()
+	}
 	if a.ops != nil {
 		errs = append(errs, a.ops.Shutdown(ctx))
 	}
@@ -490,6 +511,9 @@ func (a *App) close() error {
 	}
 	if a.store != nil {
 		errs = append(errs, a.store.Close())
+	}
+	if a.closeSink != nil {
+		errs = append(errs, a.closeSink())
 	}
 	return errors.Join(errs...)
 }

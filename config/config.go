@@ -88,6 +88,8 @@ type Config struct {
 	WebhookMaxBackoff       time.Duration
 	WebhookAllowPrivateURLs bool
 	WebhookEndpointsFile    string
+	AuditSink               string // stdout, file:<path> or off
+	AuditRetention          time.Duration
 	ProxyMaxReplayBody      int64 // bytes
 	ProxyMaxReplayMemory    int64 // bytes, all requests together
 	RateLimitMode           string

@@ -122,6 +122,12 @@ func (c *Config) Validate() error {
 	if c.WebhookMaxBackoff < c.WebhookMinBackoff {
 		return fieldErrorf("BROKER_WEBHOOK_MAX_BACKOFF", "must not be shorter than BROKER_WEBHOOK_MIN_BACKOFF")
 	}
+	if c.AuditSink != "stdout" && c.AuditSink != "off" && (!strings.HasPrefix(c.AuditSink, "file:") || c.AuditSink == "file:") {
+		return fieldErrorf("BROKER_AUDIT_SINK", "invalid sink %q (want stdout, file:<path> or off)", c.AuditSink)
+	}
+	if err := setting.CheckPositive("BROKER_AUDIT_RETENTION", c.AuditRetention); err != nil {
+		return err
+	}
 	if c.ProxyMaxReplayBody < 0 {
 		return fieldErrorf("BROKER_PROXY_MAX_REPLAY_BYTES", "must not be negative, got %d", c.ProxyMaxReplayBody)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/flows"
 )
@@ -17,6 +18,8 @@ type handlers struct {
 	f       Flows
 	caller  func(c *gin.Context) (broker.Caller, bool)
 	binding FlowBinding
+	audit   *audit.Trail // nil records nothing
+	vendors []string     // the vendors served, by name
 }
 
 func (h *handlers) mustCaller(c *gin.Context) (broker.Caller, bool) {
@@ -108,6 +111,11 @@ func (h *handlers) authURL(c *gin.Context) {
 		Binding:     h.binding.start(c),
 		Confirm:     h.binding.Confirm,
 	})
+	flow := broker.Flow(c.Query("flow"))
+	if flow == "" {
+		flow = broker.FlowApp
+	}
+	h.record(c, who, flowRecord(audit.ActionOAuthURL, h.knownVendor(c), flow, broker.Action(c.Query("action")), who.Subject), err)
 	if err != nil {
 		// The cookie is harmless without a flow; a later start reuses it.
 		writeError(c, err)
@@ -125,6 +133,12 @@ func (h *handlers) callback(c *gin.Context) {
 		ErrorDescription: c.Query("error_description"),
 		Binding:          h.binding.presented(c),
 	})
+	// The callback carries no JWT: who acted is the flow's starter, once the
+	// state is known; before that (an unknown or missing state) the record
+	// belongs to no account and only the sink has it.
+	r := flowRecord(audit.ActionOAuthCallback, res.Vendor, res.Flow, res.Action, "")
+	r.Outcome = res.Result
+	h.record(c, broker.Caller{}, r, err)
 	c.Header("Cache-Control", "no-store")
 	// The code and state are in this URL: keep them out of any Referer.
 	c.Header("Referrer-Policy", "no-referrer")
@@ -180,7 +194,15 @@ func (h *handlers) confirmFlow(c *gin.Context) {
 	if !ok {
 		return
 	}
-	res, err := h.f.ConfirmFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"), c.Request.Method == http.MethodPost)
+	accept := c.Request.Method == http.MethodPost
+	res, err := h.f.ConfirmFlow(c.Request.Context(), who, c.Param("vendor"), c.Param("id"), accept)
+	action := audit.ActionConfirmReject
+	if accept {
+		action = audit.ActionConfirmAccept
+	}
+	r := flowRecord(action, h.knownVendor(c), res.Flow, res.Action, who.Subject)
+	r.Outcome = res.Result
+	h.record(c, who, r, err)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -215,7 +237,9 @@ func (h *handlers) disconnect(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.f.Disconnect(c.Request.Context(), who, c.Param("vendor")); err != nil {
+	err := h.f.Disconnect(c.Request.Context(), who, c.Param("vendor"))
+	h.record(c, who, audit.Record{Action: audit.ActionDisconnect, Vendor: h.knownVendor(c), Flow: string(broker.FlowApp)}, err)
+	if err != nil {
 		writeError(c, err)
 		return
 	}
@@ -227,7 +251,10 @@ func (h *handlers) deleteUser(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := h.f.DeleteUserConnection(c.Request.Context(), who, c.Param("vendor"), c.Param("userId")); err != nil {
+	err := h.f.DeleteUserConnection(c.Request.Context(), who, c.Param("vendor"), c.Param("userId"))
+	h.record(c, who, audit.Record{Action: audit.ActionUserDisconnect, Vendor: h.knownVendor(c), Flow: string(broker.FlowUser),
+		TargetUserID: c.Param("userId")}, err)
+	if err != nil {
 		writeError(c, err)
 		return
 	}
@@ -250,6 +277,7 @@ func (h *handlers) putConfig(c *gin.Context) {
 	}
 	info, err := h.f.SetClient(c.Request.Context(), who, c.Param("vendor"),
 		broker.ClientCredentials{ClientID: req.ClientID, ClientSecret: req.ClientSecret})
+	h.record(c, who, audit.Record{Action: audit.ActionClientConfig, Vendor: h.knownVendor(c)}, err)
 	if err != nil {
 		writeError(c, err)
 		return

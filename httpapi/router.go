@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/flows"
 	"github.com/tokenbroker/tokenbroker/webhook"
@@ -48,6 +49,12 @@ type Options struct {
 	Authenticate gin.HandlerFunc
 	// Caller reads what Authenticate established.
 	Caller func(c *gin.Context) (broker.Caller, bool)
+	// Audit records management actions and serves /v1/account/audit; nil
+	// records nothing and leaves the route out.
+	Audit *audit.Trail
+	// Vendors names the vendors served: the audit trail records and
+	// filters by these names only.
+	Vendors []string
 	// Webhooks serves /v1/account/webhooks; nil leaves the routes out.
 	Webhooks *webhook.Service
 	// Proxy handles /proxy/:vendor/*path; nil leaves the route out.
@@ -66,7 +73,7 @@ func New(o Options) (*gin.Engine, error) {
 	if o.Flows == nil || o.Authenticate == nil || o.Caller == nil {
 		return nil, errors.New("httpapi: Flows, Authenticate and Caller are required")
 	}
-	h := &handlers{f: o.Flows, caller: o.Caller, binding: o.FlowBinding}
+	h := &handlers{f: o.Flows, caller: o.Caller, binding: o.FlowBinding, audit: o.Audit, vendors: o.Vendors}
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = false
@@ -96,6 +103,9 @@ func New(o Options) (*gin.Engine, error) {
 	v1.GET("/:vendor/config", h.getConfig)
 	v1.PUT("/:vendor/config", h.putConfig)
 
+	if o.Audit != nil {
+		r.GET("/v1/account/audit", o.Authenticate, strictQuery, h.auditList)
+	}
 	if o.Webhooks != nil {
 		w := &webhookHandlers{h: h, s: o.Webhooks}
 		wh := r.Group("/v1/account/webhooks", o.Authenticate)

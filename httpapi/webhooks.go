@@ -5,6 +5,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
@@ -23,6 +24,7 @@ func (w *webhookHandlers) create(c *gin.Context) {
 		return
 	}
 	ep, err := w.s.Create(c.Request.Context(), who, req)
+	w.h.record(c, who, audit.Record{Action: audit.ActionWebhookCreate, WebhookID: ep.ID}, err)
 	if err != nil {
 		writeError(c, err)
 		return
@@ -49,7 +51,9 @@ func (w *webhookHandlers) delete(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if err := w.s.Delete(c.Request.Context(), who, c.Param("id")); err != nil {
+	err := w.s.Delete(c.Request.Context(), who, c.Param("id"))
+	w.h.record(c, who, audit.Record{Action: audit.ActionWebhookDelete, WebhookID: c.Param("id")}, err)
+	if err != nil {
 		writeError(c, err)
 		return
 	}
@@ -62,6 +66,7 @@ func (w *webhookHandlers) rotate(c *gin.Context) {
 		return
 	}
 	ep, err := w.s.Rotate(c.Request.Context(), who, c.Param("id"))
+	w.h.record(c, who, audit.Record{Action: audit.ActionWebhookRotate, WebhookID: c.Param("id")}, err)
 	if err != nil {
 		writeError(c, err)
 		return

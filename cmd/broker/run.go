@@ -24,7 +24,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch cmd {
 	case "serve":
-		return serve(ctx, getenv, stderr)
+		return serve(ctx, getenv, stdout, stderr)
 	case "token":
 		return token(args, getenv, stdout, stderr)
 	case "version":
@@ -56,7 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return fmt.Errorf("unknown command %q (serve, token, version, reindex, rotate-key)", cmd)
 }
 
-func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) error {
+func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return err
@@ -65,7 +65,7 @@ func serve(ctx context.Context, getenv func(string) string, stderr io.Writer) er
 	defer flush()
 	configureRuntime(log)
 	gin.SetMode(gin.ReleaseMode)
-	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version, Getenv: getenv})
+	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version, Getenv: getenv, Stdout: stdout})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -91,6 +92,9 @@ func StartBroker(t testing.TB, opts ...Option) *Broker {
 	e.Env["BROKER_DATA_DIR"] = e.DataDir
 	e.Env["BROKER_RETURN_URLS"] = "https://console.example.com/integrations"
 	e.Env["BROKER_LOG_LEVEL"] = "debug"
+	// The audit trail goes to a file tests can read, not to the test's
+	// standard output.
+	e.Env["BROKER_AUDIT_SINK"] = "file:" + filepath.Join(e.DataDir, "audit.log")
 	for k, v := range s.env {
 		e.Env[k] = v
 	}

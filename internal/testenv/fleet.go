@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,9 @@ func StartFleet(t testing.TB, bin string, n int, simOpts func(*vendorsim.Options
 	f.Sim = startSim(t, simOpts)
 	f.Env = brokerEnv(f.Sim, f.Secret, &Backends{RedisAddr: f.Redis.Addr, VaultAddr: f.Vault.Addr, VaultToken: f.Vault.Token}, "")
 	f.Env["BROKER_LOG_LEVEL"] = "info"
+	// The replicas append to one audit file (O_APPEND: whole lines), not
+	// to the standard output the tests read as logs.
+	f.Env["BROKER_AUDIT_SINK"] = "file:" + filepath.Join(t.TempDir(), "audit.log")
 	for k, v := range env {
 		f.Env[k] = v
 	}

@@ -17,6 +17,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
 	"github.com/tokenbroker/tokenbroker/store/storetest"
@@ -45,6 +46,9 @@ func TestConformance(t *testing.T) {
 		return open(t, embedded.Options{Dir: t.TempDir(), Key: newKey(t)})
 	})
 	storetest.RunWebhooks(t, func(t *testing.T) webhook.Store {
+		return open(t, embedded.Options{Dir: t.TempDir(), Key: newKey(t)})
+	})
+	storetest.RunAudit(t, func(t *testing.T) audit.Store {
 		return open(t, embedded.Options{Dir: t.TempDir(), Key: newKey(t)})
 	})
 	storetest.RunUserSummaries(t, func(t *testing.T) storetest.UserIndex {
@@ -528,6 +532,11 @@ func TestKeyRotation(t *testing.T) {
 	if err := s.PutState(ctx, "state-1", broker.OAuthState{Account: "acme", Vendor: "servicenow"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
+	now := time.Now()
+	rec := audit.Record{ID: audit.IDFloor(now) + "00000001", Time: now, Account: "acme", Action: audit.ActionDisconnect, Result: audit.ResultOK}
+	if err := s.AppendAudit(ctx, rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	_ = s.Close()
 
 	if _, err := embedded.Open(embedded.Options{Dir: dir, Key: newKey2}); !errors.Is(err, embedded.ErrWrongKey) {
@@ -548,7 +557,7 @@ func TestKeyRotation(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if !strings.Contains(logs.String(), "resealed=603") { // 600 connections, 1 client, 1 state, the key marker
+	if !strings.Contains(logs.String(), "resealed=604") { // 600 connections, 1 client, 1 state, 1 audit record, the key marker
 		t.Errorf("background re-seal count; logs:\n%s", logs)
 	}
 	if n, err := s.Reseal(ctx); err != nil || n != 0 {
@@ -565,6 +574,9 @@ func TestKeyRotation(t *testing.T) {
 	}
 	if cc, err := s.GetClient(ctx, "acme", "servicenow"); err != nil || cc.ClientSecret != "s" {
 		t.Fatalf("client with the new key alone: %v", err)
+	}
+	if got, err := s.AuditRecords(ctx, "acme", audit.Query{Limit: 10}); err != nil || len(got) != 1 || got[0].ID != rec.ID {
+		t.Fatalf("audit record with the new key alone: %+v, %v", got, err)
 	}
 	if _, err := s.TakeState(ctx, "state-1"); err != nil {
 		t.Fatalf("state with the new key alone: %v", err)

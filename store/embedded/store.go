@@ -165,7 +165,7 @@ func Open(o Options) (*Store, error) {
 // initialize creates the buckets and checks the key against the marker.
 func (s *Store) initialize(tx *bolt.Tx) error {
 	for _, name := range [][]byte{bucketConnections, bucketClients, bucketStates, bucketMeta,
-		bucketEndpoints, bucketOutbox, bucketSeen, bucketAttempts} {
+		bucketEndpoints, bucketOutbox, bucketSeen, bucketAttempts, bucketAudit} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/store/redisstore"
 	"github.com/tokenbroker/tokenbroker/store/vaultstore"
@@ -209,6 +210,9 @@ func (s *Store) UserSummaries(ctx context.Context, account, vendor, after string
 
 // Webhooks is the webhook outbox, which lives in Redis.
 func (s *Store) Webhooks() webhook.Store { return s.redis }
+
+// Audit is the audit trail, which lives in Redis.
+func (s *Store) Audit() audit.Store { return s.redis }
 
 func (s *Store) summaryFromVault(ctx context.Context, account, vendor string) (broker.Summary, error) {
 	conns, err := s.Store.ListConnections(ctx, account, vendor)

@@ -14,6 +14,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/store/redisstore"
@@ -434,11 +435,16 @@ func TestKeyRotationReseal(t *testing.T) {
 	if err := before.PutState(t.Context(), "s1", broker.OAuthState{Account: "acme"}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
+	now := time.Now()
+	rec := audit.Record{ID: audit.IDFloor(now) + "00000001", Time: now, Account: "acme", Action: audit.ActionDisconnect, Result: audit.ResultOK}
+	if err := before.AppendAudit(t.Context(), rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	ring := open(t, addr, redisstore.Options{Key: newKey2, PreviousKeys: [][]byte{oldKey}})
 	wantSummary(t, ring, "acme", "servicenow", 0, 0, true)
 	n, err := ring.Reseal(t.Context())
-	if err != nil || n != 2 {
-		t.Fatalf("Reseal: %d, %v; want 2", n, err)
+	if err != nil || n != 3 {
+		t.Fatalf("Reseal: %d, %v; want 3 (state, index record, audit record)", n, err)
 	}
 	if n, err := ring.Reseal(t.Context()); err != nil || n != 0 {
 		t.Fatalf("second Reseal: %d, %v; want 0", n, err)
@@ -454,6 +460,12 @@ func TestKeyRotationReseal(t *testing.T) {
 	}
 	if _, err := before.Summary(t.Context(), "acme", "servicenow"); !errors.Is(err, redisstore.ErrUntrusted) {
 		t.Fatalf("a replica without the new key read a re-sealed record: %v", err)
+	}
+	if got, err := after.AuditRecords(t.Context(), "acme", audit.Query{Limit: 10}); err != nil || len(got) != 1 || got[0].ID != rec.ID {
+		t.Fatalf("audit record with the new key alone: %+v, %v", got, err)
+	}
+	if ttl, err := raw(t, addr).PTTL(t.Context(), "tokenbroker:audit:{acme}").Result(); err != nil || ttl <= 0 {
+		t.Fatalf("audit trail ttl after re-seal: %v %v", ttl, err)
 	}
 }
 

@@ -17,8 +17,8 @@ const resealLua = `if redis.call("GET", KEYS[1]) == ARGV[1] then
 end
 return 0`
 
-// Reseal re-seals the sealed values Redis holds (OAuth states and app index
-// records) that are not sealed with the current key, so that a previous key
+// Reseal re-seals the sealed values Redis holds (OAuth states, app index
+// records and audit records) that are not sealed with the current key, so that a previous key
 // can be dropped. Change messages are not stored and need nothing. A value
 // that no configured key opens is skipped (reads already refuse it). It
 // returns how many values it re-sealed.
@@ -38,6 +38,16 @@ func (s *Store) Reseal(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, fmt.Errorf("re-seal: %w", err)
 		}
+	}
+	err := s.forEachNode(ctx, func(ctx context.Context, c goredis.Cmdable) error {
+		return scanKeys(ctx, c, s.key("audit", "*"), func(keys []string) error {
+			n, err := s.resealAudit(ctx, c, keys)
+			total += n
+			return err
+		})
+	})
+	if err != nil {
+		return total, fmt.Errorf("re-seal audit records: %w", err)
 	}
 	return total, nil
 }

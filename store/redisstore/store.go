@@ -106,6 +106,7 @@ type Store struct {
 	renewScript, releaseScript *goredis.Script
 	enqueueScript, popScript   *goredis.Script
 	resealScript               *goredis.Script // reseal.go
+	resealAuditScript          *goredis.Script // audit.go
 
 	mu      sync.Mutex
 	closed  bool
@@ -137,18 +138,19 @@ func New(o Options) (*Store, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Store{
-		client:        o.Client,
-		prefix:        o.Prefix,
-		box:           box,
-		now:           o.Now,
-		log:           o.Logger,
-		renewScript:   goredis.NewScript(renewLua),
-		releaseScript: goredis.NewScript(releaseLua),
-		enqueueScript: goredis.NewScript(enqueueLua),
-		popScript:     goredis.NewScript(popLua),
-		resealScript:  goredis.NewScript(resealLua),
-		leases:        map[*lease]struct{}{},
-		done:          make(chan struct{}),
+		client:            o.Client,
+		prefix:            o.Prefix,
+		box:               box,
+		now:               o.Now,
+		log:               o.Logger,
+		renewScript:       goredis.NewScript(renewLua),
+		releaseScript:     goredis.NewScript(releaseLua),
+		enqueueScript:     goredis.NewScript(enqueueLua),
+		popScript:         goredis.NewScript(popLua),
+		resealScript:      goredis.NewScript(resealLua),
+		resealAuditScript: goredis.NewScript(resealAuditLua),
+		leases:            map[*lease]struct{}{},
+		done:              make(chan struct{}),
 	}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/store/embedded"
@@ -93,6 +94,9 @@ func TestConformance(t *testing.T) {
 	})
 	storetest.RunWebhooks(t, func(t *testing.T) webhook.Store {
 		return open(t, addr, redisstore.Options{Prefix: "wh" + strings.Repeat("x", int(n.Add(1)))})
+	})
+	storetest.RunAudit(t, func(t *testing.T) audit.Store {
+		return open(t, addr, redisstore.Options{Prefix: "audit" + strings.Repeat("x", int(n.Add(1)))})
 	})
 	storetest.RunUserSummaries(t, func(t *testing.T) storetest.UserIndex {
 		rs := open(t, addr, redisstore.Options{Prefix: "users" + strings.Repeat("x", int(n.Add(1)))})
