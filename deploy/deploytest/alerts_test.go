@@ -209,6 +209,22 @@ var alertCases = []alertCase{
 		at:     70 * time.Minute,
 	},
 	{
+		name: "audit sink writes failing fire", alert: "TokenbrokerAuditWriteFailing",
+		series: []string{
+			`tokenbroker_audit_write_errors_total{` + tl + `pod="a",destination="sink"} 0x5 1+1x20`,
+			`tokenbroker_audit_write_errors_total{` + tl + `pod="a",destination="store"} 0x25`,
+		},
+		at: 15 * time.Minute, firing: []string{"destination=sink"},
+	},
+	{
+		name: "audit writes that stopped failing go quiet", alert: "TokenbrokerAuditWriteFailing",
+		series: []string{
+			`tokenbroker_audit_write_errors_total{` + tl + `pod="a",destination="store"} 0x3 2x40`,
+			`tokenbroker_audit_write_errors_total{` + tl + `pod="a",destination="sink"} 0x43`,
+		},
+		at: 40 * time.Minute,
+	},
+	{
 		name: "an outbox that drains does not fire", alert: "TokenbrokerWebhookOutboxBacklog",
 		series: []string{`tokenbroker_webhook_oldest_undelivered_age_seconds{` + tl + `pod="a"} 0+60x50 0x40`},
 		at:     90 * time.Minute,
