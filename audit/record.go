@@ -46,9 +46,10 @@ func Actions() []string {
 // API's error code (forbidden, invalid_state, ...).
 const ResultOK = "ok"
 
-// Actor is who acted: the JWT's sub and the account it belongs to. For an
+// Actor is who acted: the JWT's sub (the account is the record's). For an
 // OAuth callback, which carries no JWT, it is the caller that started the
-// flow.
+// flow. Admin says the action was taken with the admin role: the caller's
+// JWT had it, or (a callback) the app-level flow required it.
 type Actor struct {
 	Subject string `json:"sub,omitempty"`
 	Admin   bool   `json:"admin"`

@@ -199,6 +199,10 @@ type CallbackResult struct {
 	// Confirmation is the id of the parked result when Result is
 	// ResultPendingConfirmation.
 	Confirmation string
+	// Account and Subject are the flow's starter, set once the state is
+	// taken: the callback carries no JWT, and the audit trail records the
+	// callback as the starter's.
+	Account, Subject string
 }
 
 // Callback finishes an OAuth round trip. Whatever fails, nothing stored changes.
@@ -222,6 +226,7 @@ func (f *Service) Callback(ctx context.Context, vendorName string, r CallbackReq
 		return res, broker.StoreError(err)
 	}
 	f.flows.done(flowCaller{account: st.Account, subject: st.Subject})
+	res.Account, res.Subject = st.Account, st.Subject
 	if st.Vendor != v.Descriptor().Name {
 		return res, broker.NewError(broker.CodeInvalidState, nil, "state was issued for another vendor")
 	}

@@ -135,10 +135,12 @@ func (h *handlers) callback(c *gin.Context) {
 	})
 	// The callback carries no JWT: who acted is the flow's starter, once the
 	// state is known; before that (an unknown or missing state) the record
-	// belongs to no account and only the sink has it.
-	r := flowRecord(audit.ActionOAuthCallback, res.Vendor, res.Flow, res.Action, "")
+	// belongs to no account and only the sink has it. The starter of an
+	// app-level flow had the admin role (AuthURL requires it).
+	starter := broker.Caller{Account: res.Account, Subject: res.Subject, Admin: res.Flow == broker.FlowApp}
+	r := flowRecord(audit.ActionOAuthCallback, res.Vendor, res.Flow, res.Action, res.Subject)
 	r.Outcome = res.Result
-	h.record(c, broker.Caller{}, r, err)
+	h.record(c, starter, r, err)
 	c.Header("Cache-Control", "no-store")
 	// The code and state are in this URL: keep them out of any Referer.
 	c.Header("Referrer-Policy", "no-referrer")
