@@ -91,13 +91,13 @@ func TestAuditTrail(t *testing.T) {
 		t.Helper()
 		rid++
 		id := fmt.Sprint("audit-req-", rid)
-		var r testenv.Response
+		// A forwarded-for header is the caller's word: the source address
+		// stays the TCP peer.
+		h := []string{"X-Request-Id", id, "X-Forwarded-For", "203.0.113.9"}
 		if body == "" {
-			r = e.Do(method, path, jwt, nil, "X-Request-Id", id)
-		} else {
-			r = e.Do(method, path, jwt, strings.NewReader(body), "X-Request-Id", id, "Content-Type", "application/json")
+			return e.Do(method, path, jwt, nil, h...)
 		}
-		return r
+		return e.Do(method, path, jwt, strings.NewReader(body), append(h, "Content-Type", "application/json")...)
 	}
 	// flow starts a flow, approves it as user and follows the callback.
 	flow := func(jwt, vendor, query, user string) testenv.Response {
