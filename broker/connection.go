@@ -170,6 +170,11 @@ type Connection struct {
 	CreatedAt time.Time `json:"createdAt"`
 	UpdatedAt time.Time `json:"updatedAt"`
 
+	// Event is the last event a write of this record caused (connect,
+	// reconnect, change of health), written with it: the proof that the
+	// event is owed even if its writer died before the outbox had it.
+	Event *RecordedEvent `json:"event,omitempty"`
+
 	// Version is the store's version of this record. A write succeeds only when
 	// it names the version it read (0: the record must not exist yet).
 	Version uint64 `json:"-"`

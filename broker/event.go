@@ -45,13 +45,24 @@ type Event struct {
 	ConnectedUser *UserInfo `json:"connectedUser,omitempty"`
 }
 
+// RecordedEvent is the event a write of a connection caused, stored in the
+// record by that same write. The writer emits it right after the write;
+// when the writer dies in between, another replica finds it in the record
+// and emits it, with the same ID, which the sink deduplicates.
+type RecordedEvent struct {
+	ID   string    `json:"id"`
+	Type EventType `json:"type"`
+	At   time.Time `json:"at"`
+}
+
 // EventSink receives the events of this broker's writes. Emit must make the
 // event durable (an outbox in the store) before returning; the broker
-// calls it once per change, after the change is stored, from the replica
-// whose check-and-set write made the change, so that each change is one
-// event across the fleet. An event whose ID the sink has seen is a
-// duplicate to drop (expiring events are emitted by every replica's sweep
-// with an ID derived from the connection and the expiry).
+// calls it after the change is stored, from the replica whose check-and-set
+// write made the change, and again from any replica that cannot tell
+// whether that happened (a RecordedEvent found in a record: the writer may
+// have died). An event whose ID the sink has seen is a duplicate to drop
+// (expiring events are emitted by every replica's sweep with an ID derived
+// from the connection and the expiry).
 type EventSink interface {
 	Emit(ctx context.Context, e Event) error
 }

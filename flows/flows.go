@@ -344,6 +344,11 @@ func (f *Service) apply(ctx context.Context, key broker.Key, st broker.OAuthStat
 		next.RefreshTokenExpired = false
 		next.LastError = nil
 		next.UpdatedAt = f.now()
+		var prev *broker.Connection
+		if exists {
+			prev = &cur
+		}
+		f.lc.Stamp(prev, &next, result)
 		saved, err := f.store.PutConnection(ctx, next)
 		if errors.Is(err, broker.ErrVersionConflict) {
 			continue
@@ -352,10 +357,6 @@ func (f *Service) apply(ctx context.Context, key broker.Key, st broker.OAuthStat
 			return "", broker.StoreError(err)
 		}
 		f.lc.StoredEverywhere(ctx, saved)
-		var prev *broker.Connection
-		if exists {
-			prev = &cur
-		}
 		f.lc.Changed(ctx, prev, &saved, result)
 		return result, nil
 	}

@@ -39,6 +39,9 @@ type Lifecycle interface {
 	StoredEverywhere(ctx context.Context, conn broker.Connection)
 	// DeletedEverywhere drops a deleted connection from every live replica.
 	DeletedEverywhere(ctx context.Context, k broker.Key, version uint64)
+	// Stamp records in next, before its write, the event the write will
+	// cause, so that it survives this replica dying before Changed.
+	Stamp(prev, next *broker.Connection, result string)
 	// Changed emits the event of a stored change (prev nil: created; next
 	// nil: deleted; result: the callback's result).
 	Changed(ctx context.Context, prev, next *broker.Connection, result string)

@@ -110,6 +110,11 @@ type Core struct {
 	missFlight singleflight.Group
 	missMu     sync.Mutex
 	misses     map[broker.Key]time.Time
+
+	// emitted is the ID of the last recorded event of each connection that
+	// this replica handed to the sink: reconcileEvents skips those.
+	emittedMu sync.Mutex
+	emitted   map[broker.Key]string
 }
 
 // New builds a Core from validated options.
@@ -134,6 +139,7 @@ func New(o Options) (*Core, error) {
 		sched:         newSchedule(),
 		pending:       newPending(),
 		misses:        make(map[broker.Key]time.Time),
+		emitted:       make(map[broker.Key]string),
 		clients:       make(map[broker.Key]broker.ClientCredentials),
 		fleet:         o.Fleet,
 		ackTimeout:    o.FleetAckTimeout,

@@ -39,21 +39,103 @@ func transition(prev, next *broker.Connection, result string) (broker.EventType,
 	return broker.EventRecovered, true
 }
 
+// Stamp records in next, before it is written over prev, the event the
+// write will cause (result is the OAuth callback's result, "" otherwise),
+// or carries prev's when it causes none. Written in the same check-and-set
+// write as the change, it makes the event recoverable: see Changed and
+// reconcileEvents.
+func (b *Core) Stamp(prev, next *broker.Connection, result string) {
+	if typ, ok := transition(prev, next, result); ok {
+		next.Event = &broker.RecordedEvent{ID: "evt_" + broker.RandomToken(16), Type: typ, At: b.now().UTC()}
+		return
+	}
+	next.Event = nil
+	if prev != nil {
+		next.Event = prev.Event
+	}
+}
+
 // Changed is called after each stored change of a connection with what it
 // replaced (nil for a create; next is nil for a delete; result is the OAuth
-// callback's result, "" otherwise); it emits the change's event, and an expiring event when the
-// write put the refresh token inside the warning window.
+// callback's result, "" otherwise); it emits the event that Stamp recorded
+// in next, and an expiring event when the write put the refresh token
+// inside the warning window. An earlier recorded event this replica has
+// not seen emitted goes first, so that a receiver gets the events of a
+// connection in order even when the replica that wrote prev died.
 func (b *Core) Changed(ctx context.Context, prev, next *broker.Connection, result string) {
-	typ, ok := transition(prev, next, result)
-	if ok {
-		c := next
-		if c == nil {
-			c = prev
+	switch {
+	case next == nil:
+		if prev != nil {
+			b.emittedMu.Lock()
+			delete(b.emitted, prev.Key)
+			b.emittedMu.Unlock()
+			b.emit(ctx, b.event(broker.EventDisconnected, *prev, broker.RandomToken(16)))
 		}
-		b.emit(ctx, b.event(typ, *c, broker.RandomToken(16)))
+	case next.Event != nil && (prev == nil || prev.Event == nil || prev.Event.ID != next.Event.ID):
+		if prev != nil && prev.Event != nil && b.owed(*prev) {
+			b.emitRecorded(ctx, *prev, false)
+		}
+		b.emitRecorded(ctx, *next, true)
+	default:
+		if typ, ok := transition(prev, next, result); ok {
+			// A write that skipped Stamp: its event cannot be recovered,
+			// but it is not dropped either.
+			b.emit(ctx, b.event(typ, *next, broker.RandomToken(16)))
+		}
 	}
 	if next != nil {
 		b.checkExpiring(ctx, *next)
+	}
+}
+
+// eventGrace is how old a recorded event must be before a replica other
+// than its writer emits it: the writer normally does within milliseconds.
+// eventReconcileWindow bounds how far back records are looked at; the
+// outbox remembers event IDs for longer (webhook's seenFor), so a late
+// emit is still a duplicate it drops.
+const (
+	eventGrace           = 30 * time.Second
+	eventReconcileWindow = 24 * time.Hour
+	eventReconcileEvery  = time.Minute
+)
+
+// owed reports whether c's recorded event may not have reached the sink:
+// this replica has not emitted it (or seen it emitted), and it is recent.
+func (b *Core) owed(c broker.Connection) bool {
+	if c.Event == nil || b.now().Sub(c.Event.At) > eventReconcileWindow {
+		return false
+	}
+	b.emittedMu.Lock()
+	defer b.emittedMu.Unlock()
+	return b.emitted[c.Key] != c.Event.ID
+}
+
+// emitRecorded emits c's recorded event (its ID and time, c's state) and
+// remembers that it reached the sink. Only the writer's emit counts in
+// tokenbroker_events_total: the others are mostly duplicates the sink
+// drops, and would count each event again at every start-up.
+func (b *Core) emitRecorded(ctx context.Context, c broker.Connection, count bool) {
+	e := b.event(c.Event.Type, c, "")
+	e.ID, e.Time = c.Event.ID, c.Event.At
+	if b.emitCounted(ctx, e, count) {
+		b.emittedMu.Lock()
+		b.emitted[c.Key] = c.Event.ID
+		b.emittedMu.Unlock()
+	}
+}
+
+// reconcileEvents emits the recorded events of cached connections that no
+// replica may have emitted: their writer died between the write and the
+// outbox. It runs at start-up and every eventReconcileEvery; each replica
+// emits each event at most once more, and the outbox keeps one copy.
+func (b *Core) reconcileEvents(ctx context.Context) {
+	for _, c := range b.cachedConnections() {
+		if ctx.Err() != nil {
+			return
+		}
+		if c.Event != nil && b.now().Sub(c.Event.At) >= eventGrace && b.owed(c) {
+			b.emitRecorded(ctx, c, false)
+		}
 	}
 }
 
@@ -87,18 +169,26 @@ func (b *Core) checkExpiring(ctx context.Context, c broker.Connection) {
 	b.emit(ctx, b.event(broker.EventExpiring, c, "exp"+hex.EncodeToString(sum[:12])))
 }
 
-func (b *Core) emit(ctx context.Context, e broker.Event) {
+func (b *Core) emit(ctx context.Context, e broker.Event) bool { return b.emitCounted(ctx, e, true) }
+
+// emitCounted hands e to the sink and reports whether the sink has it;
+// count says whether it counts in tokenbroker_events_total.
+func (b *Core) emitCounted(ctx context.Context, e broker.Event, count bool) bool {
 	if b.events == nil {
-		return
+		return false
 	}
 	if err := b.events.Emit(context.WithoutCancel(ctx), e); err != nil {
-		// The change itself is stored; losing its notification is worth
-		// an error line that operators alert on, not a failed call.
+		// The change itself is stored, and with it its event when
+		// recorded (reconcileEvents retries it); this is worth an error
+		// line that operators alert on, not a failed call.
 		b.log.ErrorContext(ctx, "event not recorded", "type", string(e.Type), "vendor", e.Vendor, "err", err)
 		b.metrics.eventLost(e.Type)
-		return
+		return false
 	}
-	b.metrics.event(e.Type)
+	if count {
+		b.metrics.event(e.Type)
+	}
+	return true
 }
 
 // expirySweepEvery is how often every cached connection is checked for a
@@ -106,28 +196,40 @@ func (b *Core) emit(ctx context.Context, e broker.Event) {
 const expirySweepEvery = time.Hour
 
 // runExpirySweep emits expiring events for connections that time, not a
-// write, brought inside the warning window.
+// write, brought inside the warning window, and, more often, the recorded
+// events a dead replica may have left (reconcileEvents); both at once at
+// start-up.
 func (b *Core) runExpirySweep(ctx context.Context) {
 	t := time.NewTicker(b.expirySweep)
 	defer t.Stop()
+	r := time.NewTicker(min(eventReconcileEvery, b.expirySweep))
+	defer r.Stop()
+	b.reconcileEvents(ctx)
+	b.sweepExpiring(ctx)
 	for {
-		b.sweepExpiring(ctx)
 		select {
 		case <-ctx.Done():
 			return
+		case <-r.C:
+			b.reconcileEvents(ctx)
 		case <-t.C:
+			b.sweepExpiring(ctx)
 		}
 	}
 }
 
-func (b *Core) sweepExpiring(ctx context.Context) {
+func (b *Core) cachedConnections() []broker.Connection {
 	b.cache.mu.RLock()
+	defer b.cache.mu.RUnlock()
 	conns := make([]broker.Connection, 0, len(b.cache.entries))
 	for _, e := range b.cache.entries {
 		conns = append(conns, e.conn)
 	}
-	b.cache.mu.RUnlock()
-	for _, c := range conns {
+	return conns
+}
+
+func (b *Core) sweepExpiring(ctx context.Context) {
+	for _, c := range b.cachedConnections() {
 		if ctx.Err() != nil {
 			return
 		}

@@ -17,20 +17,27 @@ import (
 type recordingSink struct {
 	mu     sync.Mutex
 	events []broker.Event
-	seen   map[string]bool
+	seen   map[string]int // emits by ID
 }
 
 func (s *recordingSink) Emit(_ context.Context, e broker.Event) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.seen == nil {
-		s.seen = map[string]bool{}
+		s.seen = map[string]int{}
 	}
-	if !s.seen[e.ID] {
-		s.seen[e.ID] = true
+	if s.seen[e.ID] == 0 {
 		s.events = append(s.events, e)
 	}
+	s.seen[e.ID]++
 	return nil
+}
+
+// attempts counts the emits of an event ID, duplicates included.
+func (s *recordingSink) attempts(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seen[id]
 }
 
 // since returns the types of the events after the first n.

@@ -155,6 +155,7 @@ func (b *Core) flushPending(ctx context.Context) {
 func (b *Core) writePending(ctx context.Context, w pendingWrite) error {
 	next, prev := w.conn, w.prev
 	for attempt := 0; attempt < 5; attempt++ {
+		b.Stamp(&prev, &next, "")
 		saved, err := b.store.PutConnection(ctx, next)
 		if err == nil {
 			b.pending.done(next.Key, w)

@@ -314,6 +314,7 @@ func (b *Core) succeed(ctx context.Context, v broker.Vendor, cur broker.Connecti
 		next.LastRefreshAt = now
 		next.LastError = nil
 		next.UpdatedAt = now
+		b.Stamp(&cur, &next, "")
 		sctx, cancel := storeCall(ctx)
 		saved, err := b.store.PutConnection(sctx, next)
 		cancel()
@@ -445,6 +446,7 @@ func (b *Core) fail(ctx context.Context, v broker.Vendor, cur broker.Connection,
 			next.LastError.RetryAt = now.Add(max(backoff(attempts), min(retryAfter, b.retryAfterMax)))
 		}
 		next.UpdatedAt = now
+		b.Stamp(&cur, &next, "")
 		sctx, cancel := storeCall(ctx)
 		saved, err := b.store.PutConnection(sctx, next)
 		cancel()

@@ -330,9 +330,9 @@ func (s *Service) Emit(ctx context.Context, e broker.Event) error {
 			ids = append(ids, g.ID())
 		}
 	}
-	if len(ids) == 0 {
-		return nil
-	}
+	// With no endpoint the event ID is still recorded as seen: a replica
+	// that emits it again later (lifecycle's reconcile) must not hand an
+	// old event to an endpoint registered since.
 	body, err := json.Marshal(payload{Type: e.Type, Timestamp: e.Time, Data: e})
 	if err != nil {
 		return err
@@ -346,12 +346,13 @@ func (s *Service) Emit(ctx context.Context, e broker.Event) error {
 // seenFor is how long an event ID is remembered. Expiring events are
 // emitted by every replica's sweep until the token is renewed or dead, so
 // their IDs are kept for longer than a refresh token lives; other events
-// have one author and need only outlast a retried Emit.
+// may be emitted again by any replica's reconcile for a day after their
+// write (lifecycle's eventReconcileWindow), so they are kept for two.
 func (s *Service) seenFor(t broker.EventType) time.Duration {
 	if t == broker.EventExpiring {
 		return 400 * 24 * time.Hour
 	}
-	return time.Hour
+	return 48 * time.Hour
 }
 
 func newSecret() string {

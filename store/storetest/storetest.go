@@ -110,6 +110,7 @@ func connection(k broker.Key, tag string) broker.Connection {
 		LastRefreshAt: base.Add(-time.Minute),
 		CreatedAt:     base.Add(-24 * time.Hour),
 		UpdatedAt:     base,
+		Event:         &broker.RecordedEvent{ID: "evt_" + tag, Type: broker.EventDegraded, At: base},
 	}
 }
 

@@ -53,6 +53,15 @@ func RunWebhooks(t *testing.T, newStore func(t *testing.T) webhook.Store) {
 		if fresh, err := s.Enqueue(ctx, dup, []string{"ep_a"}, time.Hour); err != nil || fresh {
 			t.Errorf("an event id seen before was enqueued again: %v %v", fresh, err)
 		}
+		// An event emitted while no endpoint takes it is still seen: a
+		// later emit of the same id (a reconcile) queues nothing.
+		early := webhook.Message{EventID: "evt_early", Payload: []byte(`{}`), EnqueuedAt: base}
+		if fresh, err := s.Enqueue(ctx, early, nil, time.Hour); err != nil || !fresh {
+			t.Fatalf("enqueue for no endpoint: %v %v", fresh, err)
+		}
+		if fresh, err := s.Enqueue(ctx, early, []string{"ep_a"}, time.Hour); err != nil || fresh {
+			t.Errorf("an event seen with no endpoint was queued later: %v %v", fresh, err)
+		}
 		if n, oldest, err := s.Backlog(ctx, nil); err != nil || n != 6 || !oldest.Equal(base) {
 			t.Errorf("backlog = %d, %v, %v; want 6 from %v", n, oldest, err, base)
 		}
