@@ -582,3 +582,31 @@ func TestKeyRotation(t *testing.T) {
 		t.Fatalf("state with the new key alone: %v", err)
 	}
 }
+
+// TestKeyRotationResealsWebhookEndpoints: a webhook endpoint (sealed: it
+// holds the signing secret) written under the old key still opens once the
+// rotation is done and the old key dropped. Reseal used to skip the
+// endpoints bucket, so dropping the previous key lost every endpoint.
+func TestKeyRotationResealsWebhookEndpoints(t *testing.T) {
+	dir := t.TempDir()
+	oldKey, newKey2 := newKey(t), newKey(t)
+	ctx := context.Background()
+	s := open(t, embedded.Options{Dir: dir, Key: oldKey})
+	ep := webhook.Endpoint{ID: "ep_1", Account: "acme", URL: "https://hooks.example.com/h", Secret: "whsec_AAAA"}
+	if err := s.PutEndpoint(ctx, ep); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s, err := embedded.Open(embedded.Options{Dir: dir, Key: newKey2, PreviousKeys: [][]byte{oldKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reseal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s = open(t, embedded.Options{Dir: dir, Key: newKey2})
+	if got, err := s.GetEndpoint(ctx, ep.ID); err != nil || got.Secret != ep.Secret {
+		t.Fatalf("endpoint with the new key alone: %+v, %v", got, err)
+	}
+}

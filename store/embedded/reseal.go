@@ -12,15 +12,16 @@ import (
 // enough that writers wait milliseconds, not the whole pass.
 const resealBatch = 256
 
-// Reseal re-seals every record not sealed with the current key (connections,
-// clients, states, audit records and the key marker), so that a previous key
-// can be dropped once it returns. Each batch is its own write transaction
-// that re-reads the values it changes, so concurrent writes are never lost;
-// the plaintext, and so each connection's version, is unchanged. It returns
-// how many records it re-sealed.
+// Reseal re-seals every sealed record not sealed with the current key
+// (connections, clients, states, webhook endpoints, audit records and the
+// key marker), so that a previous key can be dropped once it returns. Each
+// batch is its own write transaction that re-reads the values it changes, so
+// concurrent writes are never lost; the plaintext, and so each connection's
+// version, is unchanged. It returns how many records it re-sealed. (The
+// webhook queues, seen ids and attempt log are not sealed.)
 func (s *Store) Reseal(ctx context.Context) (int, error) {
 	total := 0
-	for _, bucket := range [][]byte{bucketMeta, bucketClients, bucketStates, bucketConnections, bucketAudit} {
+	for _, bucket := range [][]byte{bucketMeta, bucketClients, bucketStates, bucketConnections, bucketEndpoints, bucketAudit} {
 		var after []byte
 		for {
 			if err := ctx.Err(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/testenv"
 	"github.com/tokenbroker/tokenbroker/store/redisstore"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 var indexTime = time.Date(2030, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -472,4 +473,26 @@ func TestKeyRotationReseal(t *testing.T) {
 func stateHash(id string) string {
 	h := sha256.Sum256([]byte(id))
 	return hex.EncodeToString(h[:])
+}
+
+// TestKeyRotationResealsWebhookEndpoints: a webhook endpoint (sealed in
+// Redis: it holds the signing secret) written under the old key opens with
+// the new key alone after Reseal. Reseal used to skip the endpoints hash,
+// so dropping the previous key (step 4 of the rotation) lost every endpoint.
+func TestKeyRotationResealsWebhookEndpoints(t *testing.T) {
+	addr := testenv.Redis(t)
+	oldKey, newKey2 := newKey(t), newKey(t)
+	before := open(t, addr, redisstore.Options{Key: oldKey, Prefix: "whrotate"})
+	ep := webhook.Endpoint{ID: "ep_1", Account: "acme", URL: "https://hooks.example.com/h", Secret: "whsec_AAAA"}
+	if err := before.PutEndpoint(t.Context(), ep); err != nil {
+		t.Fatal(err)
+	}
+	ring := open(t, addr, redisstore.Options{Key: newKey2, PreviousKeys: [][]byte{oldKey}, Prefix: "whrotate"})
+	if n, err := ring.Reseal(t.Context()); err != nil || n != 1 {
+		t.Fatalf("Reseal: %d, %v; want 1", n, err)
+	}
+	after := open(t, addr, redisstore.Options{Key: newKey2, Prefix: "whrotate"})
+	if got, err := after.GetEndpoint(t.Context(), ep.ID); err != nil || got.Secret != ep.Secret {
+		t.Fatalf("endpoint with the new key alone: %+v, %v", got, err)
+	}
 }

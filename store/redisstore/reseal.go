@@ -18,7 +18,8 @@ end
 return 0`
 
 // Reseal re-seals the sealed values Redis holds (OAuth states, app index
-// records and audit records) that are not sealed with the current key, so that a previous key
+// records, webhook endpoints and audit records) that are not sealed with the
+// current key, so that a previous key
 // can be dropped. Change messages are not stored and need nothing. A value
 // that no configured key opens is skipped (reads already refuse it). It
 // returns how many values it re-sealed.
@@ -39,7 +40,12 @@ func (s *Store) Reseal(ctx context.Context) (int, error) {
 			return total, fmt.Errorf("re-seal: %w", err)
 		}
 	}
-	err := s.forEachNode(ctx, func(ctx context.Context, c goredis.Cmdable) error {
+	n, err := s.resealEndpoints(ctx)
+	total += n
+	if err != nil {
+		return total, fmt.Errorf("re-seal webhook endpoints: %w", err)
+	}
+	err = s.forEachNode(ctx, func(ctx context.Context, c goredis.Cmdable) error {
 		return scanKeys(ctx, c, s.key("audit", "*"), func(keys []string) error {
 			n, err := s.resealAudit(ctx, c, keys)
 			total += n
@@ -110,4 +116,38 @@ func scanKeys(ctx context.Context, c goredis.Cmdable, match string, fn func([]st
 		}
 		cursor = next
 	}
+}
+
+// resealHashFieldLua replaces a hash field only while it is still the value
+// that was read: an endpoint rotated or deleted meanwhile is left alone.
+const resealHashFieldLua = `if redis.call("HGET", KEYS[1], ARGV[1]) == ARGV[2] then
+	redis.call("HSET", KEYS[1], ARGV[1], ARGV[3])
+	return 1
+end
+return 0`
+
+// resealEndpoints re-seals the webhook endpoints (one hash, in one slot).
+func (s *Store) resealEndpoints(ctx context.Context) (int, error) {
+	h := s.whKey("endpoints")
+	all, err := s.client.HGetAll(ctx, h).Result()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for id, old := range all {
+		if s.box.Current([]byte(old)) {
+			continue
+		}
+		fresh, err := s.box.Reseal([]byte(h+"/"+id), []byte(old))
+		if err != nil {
+			s.log.Warn("webhook endpoint cannot be opened with any configured key; not re-sealed", "endpoint", id, "err", err)
+			continue
+		}
+		done, err := s.resealFieldScript.Run(ctx, s.client, []string{h}, id, old, fresh).Int()
+		if err != nil {
+			return n, err
+		}
+		n += done
+	}
+	return n, nil
 }

@@ -107,6 +107,7 @@ type Store struct {
 	enqueueScript, popScript   *goredis.Script
 	resealScript               *goredis.Script // reseal.go
 	resealAuditScript          *goredis.Script // audit.go
+	resealFieldScript          *goredis.Script // reseal.go
 
 	mu      sync.Mutex
 	closed  bool
@@ -149,6 +150,7 @@ func New(o Options) (*Store, error) {
 		popScript:         goredis.NewScript(popLua),
 		resealScript:      goredis.NewScript(resealLua),
 		resealAuditScript: goredis.NewScript(resealAuditLua),
+		resealFieldScript: goredis.NewScript(resealHashFieldLua),
 		leases:            map[*lease]struct{}{},
 		done:              make(chan struct{}),
 	}, nil
