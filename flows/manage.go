@@ -84,12 +84,21 @@ func (f *Service) remove(ctx context.Context, v broker.Vendor, c broker.Connecti
 		}
 		cancel()
 	}
-	err := f.store.DeleteConnection(ctx, c.Key, 0)
+	// The record first carries the disconnect (and its event goes out):
+	// a replica dying before the delete leaves it to the others to finish.
+	marked, err := f.lc.MarkDisconnected(ctx, c)
+	if errors.Is(err, broker.ErrNotFound) {
+		return nil // disconnected meanwhile
+	}
+	if err != nil {
+		return broker.StoreError(err)
+	}
+	err = f.store.DeleteConnection(ctx, c.Key, 0)
 	if err != nil && !errors.Is(err, broker.ErrNotFound) {
 		return broker.StoreError(err)
 	}
-	f.lc.DeletedEverywhere(ctx, c.Key, c.Version)
-	f.lc.Changed(ctx, &c, nil, "")
+	f.lc.DeletedEverywhere(ctx, c.Key, marked.Version)
+	f.lc.Changed(ctx, &marked, nil, "")
 	return nil
 }
 

@@ -39,6 +39,9 @@ type Lifecycle interface {
 	StoredEverywhere(ctx context.Context, conn broker.Connection)
 	// DeletedEverywhere drops a deleted connection from every live replica.
 	DeletedEverywhere(ctx context.Context, k broker.Key, version uint64)
+	// MarkDisconnected records a disconnect in c's record and emits its
+	// event, before the caller deletes the record.
+	MarkDisconnected(ctx context.Context, c broker.Connection) (broker.Connection, error)
 	// Stamp records in next, before its write, the event the write will
 	// cause, so that it survives this replica dying before Changed.
 	Stamp(prev, next *broker.Connection, result string)

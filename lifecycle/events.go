@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"time"
 
@@ -45,6 +46,13 @@ func transition(prev, next *broker.Connection, result string) (broker.EventType,
 // write as the change, it makes the event recoverable: see Changed and
 // reconcileEvents.
 func (b *Core) Stamp(prev, next *broker.Connection, result string) {
+	if prev != nil && prev.Event != nil && prev.Event.Type == broker.EventDisconnected && result == "" {
+		// A disconnect is under way (MarkDisconnected): a refresh's write
+		// keeps its intent, so that the delete is completed; only a new
+		// consent (result set) replaces it.
+		next.Event = prev.Event
+		return
+	}
 	if typ, ok := transition(prev, next, result); ok {
 		next.Event = &broker.RecordedEvent{ID: "evt_" + broker.RandomToken(16), Type: typ, At: b.now().UTC()}
 		return
@@ -65,14 +73,22 @@ func (b *Core) Stamp(prev, next *broker.Connection, result string) {
 func (b *Core) Changed(ctx context.Context, prev, next *broker.Connection, result string) {
 	switch {
 	case next == nil:
-		if prev != nil {
-			b.emittedMu.Lock()
-			delete(b.emitted, prev.Key)
-			b.emittedMu.Unlock()
-			b.emit(ctx, b.event(broker.EventDisconnected, *prev, broker.RandomToken(16)))
+		if prev == nil {
+			break
 		}
+		b.emittedMu.Lock()
+		emitted := prev.Event != nil && b.emitted[prev.Key] == prev.Event.ID
+		delete(b.emitted, prev.Key)
+		b.emittedMu.Unlock()
+		if prev.Event != nil && prev.Event.Type == broker.EventDisconnected {
+			if !emitted {
+				b.emitRecorded(ctx, *prev, true) // MarkDisconnected's emit failed
+			}
+			break
+		}
+		b.emit(ctx, b.event(broker.EventDisconnected, *prev, broker.RandomToken(16)))
 	case next.Event != nil && (prev == nil || prev.Event == nil || prev.Event.ID != next.Event.ID):
-		if prev != nil && prev.Event != nil && b.owed(*prev) {
+		if prev != nil && prev.Event != nil && prev.Event.Type != broker.EventDisconnected && b.owed(*prev) {
 			b.emitRecorded(ctx, *prev, false)
 		}
 		b.emitRecorded(ctx, *next, true)
@@ -133,10 +149,61 @@ func (b *Core) reconcileEvents(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if c.Event != nil && b.now().Sub(c.Event.At) >= eventGrace && b.owed(c) {
+		if c.Event == nil || b.now().Sub(c.Event.At) < eventGrace {
+			continue
+		}
+		if c.Event.Type == broker.EventDisconnected {
+			b.finishDisconnect(ctx, c)
+			continue
+		}
+		if b.owed(c) {
 			b.emitRecorded(ctx, c, false)
 		}
 	}
+}
+
+// MarkDisconnected is a disconnect's first step: it records the
+// connection.disconnected event in c's record, the durable intent, and
+// emits it. The caller deletes the record next; if its replica dies first,
+// any replica's reconcile finishes the delete (finishDisconnect). The
+// event goes out before the delete so that no moment exists where the
+// record is gone and its event is not in the outbox.
+func (b *Core) MarkDisconnected(ctx context.Context, c broker.Connection) (broker.Connection, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		next := c
+		next.Event = &broker.RecordedEvent{ID: "evt_" + broker.RandomToken(16), Type: broker.EventDisconnected, At: b.now().UTC()}
+		saved, err := b.store.PutConnection(ctx, next)
+		if err == nil {
+			b.stored(ctx, saved) // the peers learn the intent
+			b.emitRecorded(ctx, saved, true)
+			return saved, nil
+		}
+		if !errors.Is(err, broker.ErrVersionConflict) {
+			return c, err
+		}
+		if c, err = b.store.GetConnection(ctx, c.Key); err != nil {
+			return c, err
+		}
+	}
+	return c, broker.ErrVersionConflict
+}
+
+// finishDisconnect completes a disconnect whose replica died after
+// MarkDisconnected: the delete (only of that very version; a newer write
+// decides again next round) and, if this replica has not, the event.
+func (b *Core) finishDisconnect(ctx context.Context, c broker.Connection) {
+	err := b.store.DeleteConnection(ctx, c.Key, c.Version)
+	if err != nil && !errors.Is(err, broker.ErrNotFound) {
+		return
+	}
+	if b.owed(c) {
+		b.emitRecorded(ctx, c, false)
+	}
+	b.log.InfoContext(ctx, "an interrupted disconnect is finished", "vendor", c.Key.Vendor, "flow", string(c.Key.Flow()))
+	b.DeletedEverywhere(ctx, c.Key, c.Version)
+	b.emittedMu.Lock()
+	delete(b.emitted, c.Key)
+	b.emittedMu.Unlock()
 }
 
 func (b *Core) event(typ broker.EventType, c broker.Connection, id string) broker.Event {

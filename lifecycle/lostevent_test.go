@@ -100,3 +100,59 @@ func waitEvents(t *testing.T, s *recordingSink, n int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// dyingStore is the store of a replica killed in the middle of a
+// disconnect: the delete never happens (and the outbox never has the
+// event: the sink fails too).
+type dyingStore struct{ broker.Store }
+
+func (dyingStore) DeleteConnection(context.Context, broker.Key, uint64) error {
+	return errors.New("replica killed before the delete")
+}
+
+// TestEventLostWhenReplicaDiesAfterStateWrite_Disconnect: the same defect
+// for connection.disconnected, which no record could carry once deleted. A
+// disconnect now first records its event in the record; when its replica
+// dies before the delete and the enqueue, another replica finishes the
+// delete and emits the event, with the recorded id.
+func TestEventLostWhenReplicaDiesAfterStateWrite_Disconnect(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	dead := &deadSink{}
+	a := newCore(t, http.NotFoundHandler(), nil, func(o *lifecycle.Options) {
+		o.Events = dead
+		o.Now = now
+		o.Store = dyingStore{o.Store}
+	})
+	conn := a.seed(t, "confluence", "access-0", "refresh-0", now().Add(time.Hour))
+	if err := a.Flows.Disconnect(ctxT(t), broker.Caller{Account: "acme", Subject: "admin", Admin: true}, "confluence"); err == nil {
+		t.Fatal("the disconnect succeeded although its replica died before the delete")
+	}
+	if len(dead.ids) != 1 {
+		t.Fatalf("the dying replica attempted %d events, want 1 (disconnected)", len(dead.ids))
+	}
+	clock.Add(int64(time.Minute))
+
+	sink := &recordingSink{}
+	o := a.opts
+	o.Registerer, o.Events = nil, sink
+	o.Store = a.Store.(dyingStore).Store // the survivor's deletes work
+	b := build(t, o, a.Vendor)
+	startAll(t, b)
+	waitEvents(t, sink, 1)
+	if got := sink.since(0); !equalTypes(got, []broker.EventType{broker.EventDisconnected}) || sink.events[0].ID != dead.ids[0] {
+		t.Fatalf("after a replica started: events %v, want the lost disconnected (id %s)", got, dead.ids[0])
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := b.Store.GetConnection(ctxT(t), conn.Key)
+		if errors.Is(err, broker.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the interrupted disconnect was not finished: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
