@@ -49,3 +49,6 @@ func (b *Core) RecordFailure(ctx context.Context, cur broker.Connection, class b
 	}
 	return b.fail(ctx, v, cur, class, errors.New("the token endpoint failed (test)"), 0)
 }
+
+// Pending counts the refresh results kept in memory for the store.
+func (b *Core) Pending() int { return b.pending.count() }

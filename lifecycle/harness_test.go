@@ -97,20 +97,31 @@ func (c *core) instance() broker.Instance {
 	return broker.Instance{BaseURL: c.Vendor.URL, Host: c.Vendor.Listener.Addr().String(), CloudID: "cloud-1"}
 }
 
-// seed stores a connection of vendor for account acme with the given
-// tokens, as a completed connect would have.
+// seed stores the app-level connection of vendor for account acme with the
+// given tokens, as a completed connect would have.
 func (c *core) seed(t *testing.T, vendor, access, refresh string, expiry time.Time) broker.Connection {
 	t.Helper()
+	return c.put(t, broker.Key{Account: "acme", Vendor: vendor}, access, refresh, expiry, time.Time{})
+}
+
+// put stores a connection of the test vendor under key, as a completed
+// connect would have; refreshed is its last successful refresh (zero: none).
+func (c *core) put(t *testing.T, key broker.Key, access, refresh string, expiry, refreshed time.Time) broker.Connection {
+	t.Helper()
 	now := time.Now()
+	user := key.UserID
+	if user == "" {
+		user = "u1"
+	}
 	inst := c.instance()
-	if vendor == "servicenow" {
+	if key.Vendor == "servicenow" {
 		inst.CloudID = ""
 	}
 	conn, err := c.Store.PutConnection(t.Context(), broker.Connection{
-		Key: broker.Key{Account: "acme", Vendor: vendor}, Instance: inst, ClientID: testClientID,
-		User:      broker.User{ID: "u1"},
-		Tokens:    broker.Tokens{AccessToken: access, RefreshToken: refresh, Expiry: expiry, IssuedAt: now.Add(-time.Hour), RefreshIssuedAt: now.Add(-time.Hour), ConsentAt: now.Add(-time.Hour)},
-		CreatedAt: now, UpdatedAt: now,
+		Key: key, Instance: inst, ClientID: testClientID, User: broker.User{ID: user},
+		Tokens: broker.Tokens{AccessToken: access, RefreshToken: refresh, Expiry: expiry,
+			IssuedAt: now.Add(-time.Hour), RefreshIssuedAt: now.Add(-time.Hour), ConsentAt: now.Add(-time.Hour)},
+		LastRefreshAt: refreshed, CreatedAt: now, UpdatedAt: now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -80,27 +80,6 @@ func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// put stores a connection of the test vendor under key, as a completed
-// connect would have; refreshed is its last successful refresh (zero: none).
-func (c *core) put(t *testing.T, key broker.Key, access, refresh string, expiry, refreshed time.Time) broker.Connection {
-	t.Helper()
-	now := time.Now()
-	inst := c.instance()
-	if key.Vendor == "servicenow" {
-		inst.CloudID = ""
-	}
-	conn, err := c.Store.PutConnection(t.Context(), broker.Connection{
-		Key: key, Instance: inst, ClientID: testClientID, User: broker.User{ID: "u-" + key.UserID},
-		Tokens: broker.Tokens{AccessToken: access, RefreshToken: refresh, Expiry: expiry,
-			IssuedAt: now.Add(-time.Hour), RefreshIssuedAt: now.Add(-time.Hour), ConsentAt: now.Add(-time.Hour)},
-		LastRefreshAt: refreshed, CreatedAt: now, UpdatedAt: now,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return conn
-}
-
 func (c *core) stored(t *testing.T, k broker.Key) broker.Connection {
 	t.Helper()
 	conn, err := c.Store.GetConnection(t.Context(), k)

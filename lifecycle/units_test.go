@@ -232,3 +232,52 @@ func TestBackgroundRefresh(t *testing.T) {
 		}
 	})
 }
+
+// TestPendingWriteAfterAConflict: a refresh result kept in memory during a
+// store outage is written once the store answers, onto whatever the store
+// holds by then: re-applied onto a record whose metadata changed meanwhile
+// (the refresh token it replaces is still the stored one), dropped when
+// someone stored newer tokens (a reconnect), which are then served.
+func TestPendingWriteAfterAConflict(t *testing.T) {
+	key := broker.Key{Account: "acme", Vendor: "confluence"}
+	for _, tc := range []struct {
+		name string
+		// meanwhile changes the stored record during the outage.
+		meanwhile func(c *broker.Connection)
+		wantRT    string
+		wantName  string
+	}{
+		{"metadata changed: the pending tokens are re-applied onto it", func(c *broker.Connection) { c.User.Name = "Renamed" }, "refresh-1", "Renamed"},
+		{"newer tokens stored: the pending result is dropped", func(c *broker.Connection) {
+			c.Tokens.RefreshToken, c.Tokens.AccessToken, c.User.Name = "rt-reconnect", "at-reconnect", "Reconnected"
+		}, "rt-reconnect", "Reconnected"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ep := newScripted()
+			var fs *faultyStore
+			c := newCore(t, ep, nil, withFaultyStore(&fs))
+			c.seed(t, "confluence", "at-0", "refresh-0", time.Now().Add(time.Hour))
+			startAll(t, c)
+			fs.failPuts.Store(true)
+			if got, err := c.Refresh(ctxT(t), key, lifecycle.RefreshOptions{Force: true}); err != nil || got.Tokens.RefreshToken != "refresh-1" {
+				t.Fatalf("refresh during the outage: %q, %v", got.Tokens.RefreshToken, err)
+			}
+			cur := c.stored(t, key)
+			tc.meanwhile(&cur)
+			if _, err := fs.Store.PutConnection(t.Context(), cur); err != nil { // beside the outage: another writer
+				t.Fatal(err)
+			}
+			fs.failPuts.Store(false)
+			waitFor(t, "the pending result to be settled", func() bool { return c.Pending() == 0 })
+			got := c.stored(t, key)
+			if got.Tokens.RefreshToken != tc.wantRT || got.User.Name != tc.wantName || got.Version <= cur.Version && tc.wantRT == "refresh-1" {
+				t.Errorf("stored: refresh token %q, user name %q (version %d, other writer's %d); want %q, %q",
+					got.Tokens.RefreshToken, got.User.Name, got.Version, cur.Version, tc.wantRT, tc.wantName)
+			}
+			waitFor(t, "the cache to serve the stored tokens", func() bool {
+				acc, err := c.Access(ctxT(t), key)
+				return err == nil && acc.Token == got.Tokens.AccessToken
+			})
+		})
+	}
+}
