@@ -443,7 +443,7 @@ func (b *Core) fail(ctx context.Context, v broker.Vendor, cur broker.Connection,
 		} else {
 			// A vendor's Retry-After is honoured up to a cap: one answer
 			// must not park a connection for a day.
-			next.LastError.RetryAt = now.Add(max(backoff(attempts), min(retryAfter, b.retryAfterMax)))
+			next.LastError.RetryAt = now.Add(max(retryWait(backoff(attempts), cur.Tokens.Expiry.Sub(now)), min(retryAfter, b.retryAfterMax)))
 		}
 		next.UpdatedAt = now
 		b.Stamp(&cur, &next, "")
@@ -486,6 +486,24 @@ func backoff(attempts int) time.Duration {
 	d := 5 * time.Second << min(attempts-1, 6)
 	d = min(d, 5*time.Minute)
 	return d - time.Duration(rand.Int64N(int64(d/5)))
+}
+
+// minRetryWait is the shortest wait between two refresh attempts of one
+// connection, however little its token has left.
+const minRetryWait = time.Second
+
+// retryWait shortens wait, the backoff after a transient failure, while
+// the access token still has left to live: the next attempt comes at
+// half of that, so that a vendor back within seconds is reached before
+// the token dies and no call fails. Without it a 6-second token outlived
+// by a 4-5 s backoff failed thousands of calls after two token-endpoint
+// 500s in the chaos run. Long-lived tokens keep the usual backoff (a
+// 1-hour token fails first with 5 minutes left).
+func retryWait(wait, left time.Duration) time.Duration {
+	if left <= 0 {
+		return wait
+	}
+	return min(wait, max(left/2, minRetryWait))
 }
 
 // describe renders a token-endpoint failure without secrets: the vendor's
