@@ -637,8 +637,12 @@ func testLeaseReleaseByOwnerOnly(t *testing.T, s broker.Store) {
 
 func testLeaseHeldPastTTL(t *testing.T, s broker.Store) {
 	const name = "refresh:acme/slow"
-	l := acquire(t, s, name, 150*time.Millisecond)
-	time.Sleep(450 * time.Millisecond)
+	// Three lifetimes of a lease that is renewed every third of one. The
+	// lifetime is long enough that a loaded 2-core machine (load average
+	// 15 while other builds ran) does not delay a renewal past it: 150 ms
+	// lost the lease about one run in six there.
+	l := acquire(t, s, name, 600*time.Millisecond)
+	time.Sleep(1800 * time.Millisecond)
 	select {
 	case <-l.Lost():
 		t.Fatal("lease reported lost while held and the store is healthy")
