@@ -405,9 +405,9 @@ func TestGlobalWebhookEndpoint(t *testing.T) {
 	acmeAdmin, globexAdmin := e.Admin(acme), e.Admin("globex")
 	e.MustConnect(acmeAdmin, "confluence", "", "alice", broker.ResultConnected)
 	e.MustConnect(globexAdmin, "servicenow", e.SNInstance("globex"), "dave", broker.ResultConnected)
-	got := rcv.waitFor(2)
+	rcv.waitFor(2)
 	time.Sleep(300 * time.Millisecond) // room for a wrong extra event
-	got = rcv.got()
+	got := rcv.got()
 	byAccount := map[string]string{}
 	for _, d := range got {
 		if d.Body.Type != string(broker.EventCreated) || d.ID != d.Body.Data.ID {

@@ -56,7 +56,7 @@ func TestBackoffOutlivesTheToken(t *testing.T) {
 	// With no token left to save, the backoff is the usual one.
 	v2 := c.seed(t, "servicenow", "dead-access", "rt-2", time.Now().Add(-time.Second))
 	got, _ = c.Refresh(ctxT(t), v2.Key, lifecycle.RefreshOptions{Force: true})
-	if got.LastError == nil || got.LastError.RetryAt.Sub(time.Now()) < 3*time.Second {
+	if got.LastError == nil || time.Until(got.LastError.RetryAt) < 3*time.Second {
 		t.Errorf("expired token: last error %+v, want the usual backoff of 4-5 s", got.LastError)
 	}
 }

@@ -69,7 +69,8 @@ func (s *Store) AuditRecords(ctx context.Context, account string, q audit.Query)
 		if q.Before != "" {
 			start = auditKey(account, q.Before)
 		}
-		k, v := c.Seek(start)
+		k, _ := c.Seek(start)
+		var v []byte
 		if k == nil {
 			k, v = c.Last()
 		} else {
