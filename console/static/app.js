@@ -467,6 +467,7 @@ let loading = null;
 
 async function load() {
   if (!token) return;
+  loadAudit();
   const state = $("list-state");
   const list = $("integrations");
   state.textContent = "Loading…";
@@ -491,12 +492,100 @@ async function load() {
   if (loading === run) loading = null;
 }
 
+// ---------------------------------------------------------------- audit trail
+
+// What GET /v1/account/audit records (AuditAction in docs/openapi.yaml).
+const AUDIT_ACTIONS = ["oauth.url_issued", "oauth.callback", "oauth.confirmation_accepted",
+  "oauth.confirmation_rejected", "connection.disconnected", "connection.user_disconnected",
+  "client_config.updated", "webhook.created", "webhook.deleted", "webhook.secret_rotated"];
+const AUDIT_PAGE = 50;
+
+let auditCursor = "";
+// auditRun numbers the queries: the answer to one the filters have since
+// replaced is dropped, so that rows of two filters never mix.
+let auditRun = 0;
+
+// loadAudit lists the account's audit trail, newest first; more follows the
+// cursor, otherwise it starts over with the filters as they are now.
+async function loadAudit(more = false) {
+  if (!token) return;
+  const rows = $("audit-rows");
+  const state = $("audit-state");
+  const moreBtn = $("audit-more");
+  const run = ++auditRun;
+  const q = new URLSearchParams({ limit: String(AUDIT_PAGE) });
+  for (const f of ["vendor", "action"]) if ($(`audit-${f}`).value) q.set(f, $(`audit-${f}`).value);
+  if (more && auditCursor) q.set("cursor", auditCursor);
+  else {
+    rows.replaceChildren();
+    state.textContent = "Loading…";
+  }
+  moreBtn.disabled = true;
+  try {
+    const page = await api("GET", `v1/account/audit?${q}`);
+    if (run !== auditRun) return;
+    rows.append(...(page?.records ?? []).map(renderAuditRecord));
+    auditCursor = page?.nextCursor ?? "";
+    $("audit-filters").hidden = false;
+    state.textContent = rows.childElementCount ? "" : "No records match.";
+  } catch (err) {
+    if (run !== auditRun) return;
+    auditCursor = "";
+    const forbidden = err.status === 403;
+    $("audit-filters").hidden = forbidden;
+    state.replaceChildren(forbidden
+      ? el("span", { "data-role": "audit-forbidden" }, "Only admins can see the audit trail.")
+      : el("span", { class: "error-detail" }, errorText(err)));
+  } finally {
+    if (run === auditRun) {
+      $("audit-table").hidden = !rows.childElementCount;
+      moreBtn.hidden = !auditCursor;
+      moreBtn.disabled = false;
+    }
+  }
+}
+
+function renderAuditRecord(r) {
+  const cell = (field, ...content) => el("td", { "data-field": field }, ...content);
+  const note = (s) => (s ? el("span", { class: "muted" }, ` (${s})`) : null);
+  const ok = r.result === "ok";
+  return el("tr", { "data-record": String(r.id ?? "") },
+    cell("time", timeNode(r.time)),
+    cell("sub", String(r.actor?.sub || "—")),
+    cell("action", String(r.action ?? ""), note(r.oauthAction)),
+    cell("vendor", r.vendor ? vendorName(r.vendor) : "—"),
+    cell("flow", String(r.flow || "—")),
+    cell("target", String(r.targetUserId || "—")),
+    cell("result", el("span", { class: ok ? undefined : "warn-text" }, String(r.result ?? "")), note(r.outcome)),
+    cell("request-id", el("span", { class: "url" }, String(r.requestId || "—"))),
+    cell("source", String(r.sourceAddress || "—")));
+}
+
+function clearAudit() {
+  auditRun++;
+  auditCursor = "";
+  $("audit-rows").replaceChildren();
+  $("audit-table").hidden = true;
+  $("audit-more").hidden = true;
+  $("audit-state").textContent = "";
+}
+
+function initAudit() {
+  $("audit-vendor").append(...Object.entries(VENDOR_NAMES).map(([v, name]) => el("option", { value: v }, name)));
+  $("audit-action").append(...AUDIT_ACTIONS.map((a) => el("option", { value: a }, a)));
+  $("audit-filters").addEventListener("change", () => loadAudit());
+  $("audit-filters").addEventListener("submit", (e) => e.preventDefault());
+  $("audit-reload").addEventListener("click", () => loadAudit());
+  $("audit-more").addEventListener("click", () => loadAudit(true));
+}
+
 // ---------------------------------------------------------------- session
 
 function showSession() {
   const signedIn = !!token;
   $("token-panel").hidden = signedIn;
   $("vendors").hidden = !signedIn;
+  $("audit").hidden = !signedIn;
   $("session").hidden = !signedIn;
   if (!signedIn) return;
   const c = claims(token);
@@ -513,6 +602,7 @@ function showSession() {
 function tokenRefused() {
   setToken("");
   $("integrations").replaceChildren();
+  clearAudit();
   showSession();
 }
 
@@ -666,11 +756,13 @@ function init() {
   $("forget-token").addEventListener("click", () => {
     setToken("");
     $("integrations").replaceChildren();
+    clearAudit();
     clearMessage();
     showSession();
     $("token-input").focus();
   });
   $("reload").addEventListener("click", () => load());
+  initAudit();
   showSession();
   load();
   showPending();
