@@ -16,7 +16,7 @@ import (
 
 // BenchmarkProxy is a warm GET through the router and handler to an
 // httptest vendor. Allocations are the whole process's: handler,
-// ReverseProxy, Transport, and the vendor's net/http server.
+// forwarding core, Transport, and the vendor's net/http server.
 func BenchmarkProxy(b *testing.B) {
 	const answer = `{"result":[{"sys_id":"9d385017c611228701d22104cc95c371","number":"INC0000001"}]}`
 	vendor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -30,8 +30,7 @@ func BenchmarkProxy(b *testing.B) {
 	req := httptest.NewRequest(http.MethodGet, "/proxy/servicenow/api/now/table/incident?sysparm_limit=1", nil)
 	req.Header.Set("Authorization", "Bearer acct:"+account)
 	req.Header.Set("Accept", "application/json")
-	// A cancelable context, as net/http gives every request: without one,
-	// ReverseProxy falls back to CloseNotify, which a ResponseRecorder lacks.
+	// A cancelable context, as net/http gives every request.
 	ctx, cancel := context.WithCancel(req.Context())
 	defer cancel()
 	req = req.WithContext(ctx)

@@ -11,8 +11,8 @@ import (
 // own reader.
 //
 // The Transport may still be reading a body after RoundTrip and ServeHTTP
-// have returned (its write loop runs in another goroutine; ReverseProxy's
-// Close wrapper has a check-then-read window). release therefore takes the
+// have returned (its write loop runs in another goroutine and may still be
+// in a Read when the answer has already arrived). release therefore takes the
 // lock that every Read holds, waits for a Read in flight, and makes later
 // Reads fail, and only then gives the buffer back to the pool.
 type replayBody struct {

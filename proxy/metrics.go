@@ -91,7 +91,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"vendor"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tokenbroker", Subsystem: "proxy", Name: "upstream_errors_total",
-			Help: "Proxied requests that got no answer from the vendor, by reason.",
+			Help: "Proxied requests that got no answer, or only part of one, from the vendor, by reason.",
 		}, []string{"vendor", "reason"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "tokenbroker", Subsystem: "proxy", Name: "retries_total",

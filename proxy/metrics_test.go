@@ -74,7 +74,7 @@ tokenbroker_proxy_retries_total{result="retried",vendor="confluence"} 0
 tokenbroker_proxy_retries_total{result="not_replayable",vendor="servicenow"} 0
 tokenbroker_proxy_retries_total{result="refresh_failed",vendor="servicenow"} 0
 tokenbroker_proxy_retries_total{result="retried",vendor="servicenow"} 1
-# HELP tokenbroker_proxy_upstream_errors_total Proxied requests that got no answer from the vendor, by reason.
+# HELP tokenbroker_proxy_upstream_errors_total Proxied requests that got no answer, or only part of one, from the vendor, by reason.
 # TYPE tokenbroker_proxy_upstream_errors_total counter
 tokenbroker_proxy_upstream_errors_total{reason="canceled",vendor="confluence"} 0
 tokenbroker_proxy_upstream_errors_total{reason="connection",vendor="confluence"} 1

@@ -5,24 +5,22 @@
 //
 // # Retry and streaming
 //
-// Every attempt goes through one httputil.ReverseProxy, so the normal path
-// streams in both directions with ReverseProxy's own header, trailer, flush
-// and abort handling. A retry needs the first answer not to have reached the
-// caller: ModifyResponse, which runs after the vendor's headers arrive and
-// before anything is written, recognises a refused token and, when the
-// request body can be replayed, returns a sentinel error. ReverseProxy then
-// closes the vendor's answer and calls the ErrorHandler, which records the
-// wish and writes nothing. Handle asks Tokens.Rejected for a newer token and
-// serves the request once more, with retrying switched off. When the body
-// cannot be replayed (unknown length, or above MaxReplayBody; those are
-// streamed and not buffered), ModifyResponse asks Tokens.Rejected for the
-// refresh itself, before the refusal's headers go out, and passes the refusal
-// through marked X-Broker-Retry: refreshed, so that the caller's own retry
-// meets the new token; a failed refresh answers as the broker's error instead.
+// Every attempt goes through the forwarding core in forward.go, on
+// net/http's Transport, and streams in both directions. A retry needs the
+// first answer not to have reached the caller: the core looks at the
+// vendor's status and headers before writing anything, and when they say the
+// token was refused and the request body can be replayed, it closes that
+// answer and Handle asks Tokens.Rejected for a newer token and sends the
+// request once more, with retrying switched off. When the body cannot be
+// replayed (unknown length, or above MaxReplayBody; those are streamed and
+// not buffered), the core asks Tokens.Rejected for the refresh itself, before
+// the refusal's headers go out, and passes the refusal through marked
+// X-Broker-Retry: refreshed, so that the caller's own retry meets the new
+// token; a failed refresh answers as the broker's error instead.
 //
 // # Router configuration
 //
-// ReverseProxy aborts a broken stream with panic(http.ErrAbortHandler), which
+// A broken answer stream is aborted with panic(http.ErrAbortHandler), which
 // net/http turns into a dropped connection. gin.Recovery swallows it, and the
 // caller would take a truncated answer for a complete one: use this package's
 // Recovery instead of gin.Recovery on the proxy routes.
@@ -38,7 +36,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"time"
@@ -163,15 +161,6 @@ type constError string
 
 func (e constError) Error() string { return string(e) }
 
-// errRetry travels from ModifyResponse to the ErrorHandler: the vendor refused
-// the token, nothing has been written, and the request can be replayed.
-const errRetry = constError("vendor refused the token; retrying")
-
-// errRefreshFailed travels the same way when the request could not be
-// replayed and the refresh that ModifyResponse asked for failed: Handle
-// answers with the refresh's error (exchange.refreshErr).
-const errRefreshFailed = constError("vendor refused the token; refresh failed")
-
 // Proxy forwards vendor API calls. It is safe for concurrent use.
 type Proxy struct {
 	tokens    Tokens
@@ -179,7 +168,7 @@ type Proxy struct {
 	authorize func(*gin.Context, Call) error
 	budget    Budget
 	vendors   map[string]*vendor
-	rp        *httputil.ReverseProxy
+	transport http.RoundTripper
 	pool      *bufferPool
 	bearers   *bearerCache
 	maxReplay int64
@@ -200,8 +189,7 @@ type vendor struct {
 	m            vendorMetrics
 }
 
-// New validates o and builds the Proxy, its one ReverseProxy and Transport,
-// and its metrics.
+// New validates o and builds the Proxy, its Transport and its metrics.
 func New(o Options) (*Proxy, error) {
 	if o.Tokens == nil {
 		return nil, errors.New("proxy: Options.Tokens is required")
@@ -274,33 +262,7 @@ func New(o Options) (*Proxy, error) {
 	if transport == nil {
 		transport = newTransport(o.Dial)
 	}
-	p.rp = &httputil.ReverseProxy{
-		// Rewrite, not Director: ReverseProxy strips the caller's Forwarded and
-		// X-Forwarded-* before calling it, and since SetXForwarded is never
-		// called none are added: vendors learn nothing of the cluster.
-		Rewrite:        p.rewrite,
-		Transport:      transport,
-		BufferPool:     p.pool,
-		ModifyResponse: p.modifyResponse,
-		ErrorHandler:   p.errorHandler,
-		// 0, and the handler's flushWriter flushes after every body write
-		// instead: a known-length answer whose vendor pauses mid-body must not
-		// keep its last bytes (up to the server's 4 KiB write buffer) in the
-		// broker until the vendor writes again (TestStreamingDownload). -1 did
-		// that too, but ReverseProxy then also starts a timer goroutine per
-		// answer that flushes the headers on their own: two write syscalls
-		// instead of one for every small answer. Profiled under wrk (50
-		// connections, 256-byte answers), that second write was about a third
-		// of the time spent writing to callers, and the timer, its goroutine
-		// and the ResponseController 4 allocations per request. The one thing
-		// lost: a known-length answer's headers now leave with its first body
-		// bytes rather than before them. ReverseProxy still uses -1 (and its
-		// timer) for text/event-stream and unknown-length answers.
-		FlushInterval: 0,
-		// ReverseProxy logs only broken streams here; they are the caller's or
-		// the vendor's doing and are counted, so debug is enough.
-		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug),
-	}
+	p.transport = transport
 	return p, nil
 }
 
@@ -317,15 +279,11 @@ func validVendorName(s string) bool {
 	return true
 }
 
-// exchange is the state of one proxied request. It travels to Rewrite,
-// ModifyResponse and the ErrorHandler in the request's context; they all run
-// on the handler's goroutine, inside ServeHTTP. It is that context itself
-// (it embeds the caller's and answers Value(exchangeKey{}) with itself), so
-// that no context.WithValue is allocated per request; its w is the
-// ResponseWriter ReverseProxy writes to, for the same reason.
+// exchange is the state of one proxied request, on the handler's goroutine
+// (got1xx excepted: see there).
 type exchange struct {
-	context.Context
-	w          flushWriter
+	p          *Proxy
+	w          gin.ResponseWriter
 	v          *vendor
 	key        broker.Key
 	in         *http.Request // the caller's request
@@ -334,47 +292,20 @@ type exchange struct {
 	target     *url.URL
 	replayable bool        // the body is absent or buffered
 	retrying   bool        // the second attempt: never ask for a third
-	wantRetry  bool        // set by the ErrorHandler on errRetry
 	brokerErr  bool        // the answer is the broker's own error
 	clientGone bool        // the caller went away before an answer was written
 	refreshErr error       // the refresh after a refusal that could not be retried
 	body       *callerBody // a streamed request body, nil when buffered or absent
 	limit      ratelimit.Target
+	// trace is the outbound request's: one allocation with the exchange.
+	trace httptrace.ClientTrace
 }
 
-type exchangeKey struct{}
-
-// Value makes the exchange findable from any context derived from it
-// (ReverseProxy adds an httptrace value on top of it).
-func (x *exchange) Value(k any) any {
-	if k == (exchangeKey{}) {
-		return x
-	}
-	return x.Context.Value(k)
+// httptraceContext is ctx with x's trace, which passes 1xx answers on.
+func httptraceContext(ctx context.Context, x *exchange) context.Context {
+	x.trace.Got1xxResponse = x.got1xx
+	return httptrace.WithClientTrace(ctx, &x.trace)
 }
-
-func exchangeOf(ctx context.Context) *exchange {
-	if x, ok := ctx.(*exchange); ok {
-		return x
-	}
-	x, _ := ctx.Value(exchangeKey{}).(*exchange)
-	return x
-}
-
-// flushWriter passes every body write on to the caller at once (see
-// FlushInterval in New). Unwrap lets http.ResponseController, which
-// ReverseProxy uses for trailers and streamed answers, reach gin's writer.
-type flushWriter struct{ gin.ResponseWriter }
-
-func (w *flushWriter) Write(b []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(b)
-	if err == nil {
-		w.ResponseWriter.Flush()
-	}
-	return n, err
-}
-
-func (w *flushWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Handle serves ANY /proxy/:vendor/*path.
 func (p *Proxy) Handle(c *gin.Context) {
@@ -384,7 +315,7 @@ func (p *Proxy) Handle(c *gin.Context) {
 		WriteError(c, http.StatusNotFound, broker.CodeUnknownVendor, "unknown vendor")
 		return
 	}
-	x := &exchange{v: v}
+	x := &exchange{p: p, v: v}
 	defer p.finish(c, x, p.now())
 
 	r := c.Request
@@ -498,21 +429,24 @@ func (p *Proxy) Handle(c *gin.Context) {
 		}
 	}
 
-	x.Context, x.w.ResponseWriter = ctx, c.Writer
-	out := r.WithContext(x)
+	x.w = c.Writer
+	x.key, x.access, x.target = key, acc, target
+	out := p.outbound(x, r)
 	switch {
 	case body != nil:
 		out.Body, out.GetBody = body.reader(), body.getBody
 	case x.body != nil:
 		out.Body = x.body
+	default:
+		// No body: nil, so that the Transport sends no Content-Length: 0 or
+		// chunked framing the caller did not send.
+		out.Body = nil
 	}
-	x.key, x.access, x.target = key, acc, target
-	p.rp.ServeHTTP(&x.w, out)
-	if x.refreshErr != nil {
-		p.tokenFailure(c, x, x.refreshErr)
+	switch p.attempt(x, out) {
+	case answered:
 		return
-	}
-	if !x.wantRetry {
+	case refreshFailed:
+		p.tokenFailure(c, x, x.refreshErr)
 		return
 	}
 
@@ -532,12 +466,14 @@ func (p *Proxy) Handle(c *gin.Context) {
 		p.refuse(c, x, err)
 		return
 	}
-	x.access, x.target, x.retrying, x.wantRetry = fresh, target, true, false
+	x.access, x.target, x.retrying = fresh, target, true
+	second := p.outbound(x, r)
+	second.Body = out.Body
 	if body != nil {
-		out.Body = body.reader()
+		second.Body, second.GetBody = body.reader(), body.getBody
 	}
 	v.m.retried.Inc()
-	p.rp.ServeHTTP(&x.w, out)
+	p.attempt(x, second)
 }
 
 // finish counts the request. It runs deferred, so a stream aborted with
@@ -589,28 +525,11 @@ func (p *Proxy) tokenFailure(c *gin.Context, x *exchange, err error) {
 	p.fail(c, x, status, code, msg)
 }
 
-// rewrite points the outbound request at the target and replaces the caller's
-// credentials with the connection's token. Out.Header is ReverseProxy's own
-// copy, already without hop-by-hop and forwarding headers.
-func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
-	x := exchangeOf(pr.In.Context())
-	out := pr.Out
-	out.URL = x.target
-	out.Host = x.target.Host
-	h := out.Header
-	for k := range h {
-		if dropRequestHeader(k) {
-			delete(h, k)
-		}
-	}
-	h["Authorization"] = p.bearers.header(x.access.Token)
-}
-
 // dropRequestHeader reports whether a caller's header must not reach the
 // vendor: the caller's own credentials, the broker's control headers, and
 // headers that describe the cluster (forwarding, mesh sidecars). Connection and
-// Upgrade go too: ReverseProxy re-adds them for protocol upgrades, and a
-// tunnel to the vendor has no place in an API proxy. Names are compared
+// Upgrade go too, in any spelling: a tunnel to the vendor has no place in an
+// API proxy. Names are compared
 // case-insensitively with "_" as "-", as some servers read them.
 func dropRequestHeader(k string) bool {
 	switch {
@@ -647,59 +566,27 @@ func headerHasPrefix(k, lower string) bool {
 	return true
 }
 
-// modifyResponse removes the vendor's cookies (a session at the vendor
-// belongs to the broker's token, not to the caller), turns a refused token
-// into errRetry when the request can be replayed, or into a refresh and a
-// marked pass-through when it cannot, and points the vendor's links at the
-// broker.
-func (p *Proxy) modifyResponse(res *http.Response) error {
-	delete(res.Header, "Set-Cookie")
-	delete(res.Header, "Set-Cookie2")
-	x := exchangeOf(res.Request.Context())
-	if x == nil {
-		return nil
-	}
-	if p.limits != nil {
-		// Before the answer's headers go out: a new window reaches every
-		// replica before this caller can call again.
-		p.limits.Observe(res.Request.Context(), x.limit, res.StatusCode, res.Header)
-	}
-	if !x.retrying && x.v.refused(res.StatusCode, res.Header, x.access.Expiry, p.now()) {
-		if x.replayable {
-			drain(res)
-			return errRetry
-		}
-		x.v.m.notReplayable.Inc()
-		if err := p.refreshWithoutRetry(res, x); err != nil {
-			return err
-		}
-	}
-	p.rewriteLinks(res.Header, x)
-	return nil
-}
-
 // refreshWithoutRetry refreshes after a refusal of a request that cannot be
 // sent again. Without it the caller's own retry would meet the same dead
 // token: DESIGN.md wants the refresh whether or not the broker can retry.
 // It runs before the refusal's headers are written, so that the header can
 // say the refresh happened, and the caller's retry, which may come at once,
 // finds the new token.
-func (p *Proxy) refreshWithoutRetry(res *http.Response, x *exchange) error {
-	ctx := res.Request.Context()
+func (p *Proxy) refreshWithoutRetry(x *exchange, res *http.Response) bool {
+	ctx := x.in.Context()
 	if ctx.Err() != nil {
-		return nil // nobody is left to retry; ReverseProxy notices the cancel
+		return true // nobody is left to retry; copying the answer notices the cancel
 	}
 	if _, err := p.tokens.Rejected(ctx, x.key, x.access.Token); err != nil {
 		x.v.m.refreshFailed.Inc()
 		x.refreshErr = err
-		drain(res)
-		return errRefreshFailed
+		return false
 	}
 	res.Header[HeaderRetry] = []string{RetryRefreshed}
-	return nil
+	return true
 }
 
-// drain reads a short answer that ReverseProxy is about to close to EOF,
+// drain reads a short answer that is about to be closed to EOF,
 // so that its connection goes back to the pool for the next attempt.
 func drain(res *http.Response) {
 	if res.ContentLength >= 0 && res.ContentLength <= maxDrain {
@@ -722,48 +609,6 @@ func (v *vendor) refused(status int, h http.Header, expiry, now time.Time) bool 
 		}
 	}
 	return false
-}
-
-// errorHandler answers round-trip failures with vendor_unavailable. It writes
-// nothing for errRetry (Handle retries), errRefreshFailed (Handle answers) or
-// when the caller went away.
-func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	x := exchangeOf(r.Context())
-	switch err {
-	case errRetry:
-		x.wantRetry = true
-		return
-	case errRefreshFailed:
-		return // Handle answers with x.refreshErr
-	}
-	if x.body != nil && x.body.failed.Load() && r.Context().Err() == nil {
-		// Reading the caller's body failed: a malformed chunk or a body cut
-		// short. The vendor did nothing wrong; it is neither counted nor
-		// logged as a vendor failure.
-		x.brokerErr = true
-		writeError(w, http.StatusBadRequest, broker.CodeInvalidRequest, errMalformedBody)
-		return
-	}
-	why := classifyUpstream(r.Context(), err)
-	x.v.m.upstream[why].Inc()
-	if why == reasonCanceled {
-		x.clientGone = true
-		return
-	}
-	// A custom Transport may wrap in *url.Error, whose text holds the URL and
-	// so the caller's query; the cause alone says what went wrong.
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	p.log.LogAttrs(r.Context(), slog.LevelWarn, "vendor unreachable",
-		slog.String("vendor", x.v.name), slog.String("reason", why.String()), slog.String("error", err.Error()))
-	x.brokerErr = true
-	if why == reasonTimeout {
-		writeError(w, http.StatusGatewayTimeout, broker.CodeVendorUnavailable, "the vendor did not answer in time")
-		return
-	}
-	writeError(w, http.StatusBadGateway, broker.CodeVendorUnavailable, "the vendor could not be reached")
 }
 
 // validUserID checks X-Broker-User: it becomes part of a store key.

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
@@ -258,6 +259,9 @@ func TestVendorAbortMidStream(t *testing.T) {
 	n, err := io.Copy(io.Discard, res.Body)
 	if err == nil {
 		t.Fatalf("a broken answer of %d bytes ended cleanly", n)
+	}
+	if got := testutil.ToFloat64(h.proxy.vendors["servicenow"].m.upstream[reasonConnection]); got != 1 {
+		t.Errorf("upstream_errors_total{reason=connection} = %v, want 1 broken answer", got)
 	}
 }
 

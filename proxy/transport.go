@@ -14,7 +14,7 @@ import (
 // concurrent streams hold 32 MiB.
 const bufSize = 32 << 10
 
-// bufferPool is the ReverseProxy's copy-buffer pool, also used for small
+// bufferPool is the forwarding core's copy-buffer pool, also used for small
 // request bodies kept for a retry. It stores array pointers so that Put does
 // not allocate a slice header per call.
 type bufferPool struct{ p sync.Pool }
