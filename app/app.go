@@ -14,6 +14,10 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	// net/http/pprof's init also registers its handlers on
+	// http.DefaultServeMux; the broker never serves DefaultServeMux (every
+	// listener has its own mux), so only opsHandler's explicit routes exist.
+	"net/http/pprof"
 	"net/url"
 	"slices"
 	"sync/atomic"
@@ -383,6 +387,14 @@ func (a *App) opsHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if a.cfg.Pprof {
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

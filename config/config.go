@@ -22,8 +22,11 @@ type Config struct {
 	// ConfigFile is the YAML file the values were read from, if any.
 	ConfigFile string
 
-	ListenAddr      string
-	MetricsAddr     string
+	ListenAddr  string
+	MetricsAddr string
+	// Pprof serves net/http/pprof on the metrics listener; off by default
+	// because profiles reveal code paths and timings to whoever reaches it.
+	Pprof           bool
 	PublicURL       string // absolute http(s) URL, no trailing slash
 	ShutdownTimeout time.Duration
 	ShutdownGrace   time.Duration
