@@ -23,6 +23,7 @@ import (
 
 type options struct {
 	broker, mode, logLevel string
+	profile                string // directory for CPU profiles; "" for none
 	rounds, conns, threads int
 	body                   int
 	duration               time.Duration
@@ -30,11 +31,14 @@ type options struct {
 }
 
 // target is one server under load. pids are the processes whose CPU it
-// uses; stats, when set, serves go_memstats_mallocs_total.
+// uses; stats, when set, serves go_memstats_mallocs_total. pprof, when set,
+// is the base URL of its /debug/pprof/profile, and file where -profile
+// writes the CPU profile taken from it.
 type target struct {
 	name, url, auth string
 	pids            func() []int
 	stats           string
+	pprof, file     string
 }
 
 const apiPath = "/api/now/table/incident"
@@ -59,6 +63,11 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	addrs, err := supervise.FreeAddrs(7)
 	if err != nil {
 		return err
@@ -106,6 +115,9 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		// The stored-connections measure restarts the broker.
 		"BROKER_SHUTDOWN_GRACE=0s",
 	)
+	if o.profile != "" {
+		env = append(env, "BROKER_PPROF=true")
+	}
 	// The request log goes to a file, as a log shipper would read it.
 	logFile, err := os.Create(filepath.Join(dir, "broker.log"))
 	if err != nil {
@@ -144,6 +156,10 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 			pids: self1(bare), stats: "http://" + bareStats + "/"},
 		{name: "tokenbroker /proxy/servicenow", url: "http://" + api + "/proxy/servicenow", auth: "Bearer " + caller,
 			pids: self1(broker), stats: "http://" + metrics + "/metrics"},
+	}
+	if o.profile != "" {
+		targets[2].pprof, targets[2].file = "http://"+bareStats, filepath.Join(o.profile, "bare.pprof")
+		targets[3].pprof, targets[3].file = "http://"+metrics, filepath.Join(o.profile, "broker.pprof")
 	}
 	for _, t := range targets {
 		if err := sanity(ctx, t); err != nil {
@@ -253,12 +269,26 @@ func stored(ctx context.Context, out io.Writer, n int, secret, api, instance str
 }
 
 // throughput runs every target once per round, in turn, and reports the
-// medians and their ratios to nginx and to the bare proxy.
+// medians and their ratios to nginx and to the bare proxy. In the first
+// round it takes a CPU profile of each target that serves one, while wrk
+// loads it; the profile lasts the wrk run less a second (at least one), so
+// that it covers load, not the start or the end of it.
 func throughput(ctx context.Context, o options, targets []target, out io.Writer) error {
 	res := make([][]wrkResult, len(targets))
+	secs := max(int((o.duration - time.Second).Seconds()), 1)
+	var profiles []string
 	for r := 0; r < o.rounds; r++ {
 		for i, t := range targets {
+			var prof chan error
+			if r == 0 && t.pprof != "" {
+				prof = make(chan error, 1)
+				go func() { prof <- cpuProfile(ctx, t.pprof, secs, t.file) }()
+				profiles = append(profiles, t.file)
+			}
 			w, err := runWrk(ctx, t, o.threads, o.conns, o.duration, apiPath)
+			if prof != nil {
+				err = errors.Join(err, <-prof)
+			}
 			if err != nil {
 				return err
 			}
@@ -277,7 +307,16 @@ func throughput(ctx context.Context, o options, targets []target, out io.Writer)
 		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%d\n", t.name, m.rps, ms(m.p50), ms(m.p99),
 			m.rps/med[1].rps, m.rps/med[2].rps, m.errors)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(profiles) > 0 {
+		fmt.Fprintf(out, "\nCPU profiles of the first round (%d s each, under wrk) written to %s; read them with:\n", secs, o.profile)
+		for _, f := range profiles {
+			fmt.Fprintf(out, "  go tool pprof -top %s\n", f)
+		}
+	}
+	return nil
 }
 
 // cost reports, for the bare proxy and the broker, the objects allocated

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -81,6 +82,33 @@ func mallocs(ctx context.Context, u string) (int64, error) {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return 0, fmt.Errorf("%s has no go_memstats_mallocs_total", u)
+}
+
+// cpuProfile writes to file the CPU profile of the next seconds that the
+// server at base serves on /debug/pprof/profile.
+func cpuProfile(ctx context.Context, base string, seconds int, file string) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, seconds), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("cpu profile %s: %d %s", base, resp.StatusCode, body)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(f, resp.Body)
+	if err = errors.Join(err, f.Close()); err != nil {
+		return fmt.Errorf("cpu profile %s: %w", base, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("cpu profile %s: empty", base)
+	}
+	return nil
 }
 
 // cpuSeconds sums user and system CPU of pids from /proc/<pid>/stat.

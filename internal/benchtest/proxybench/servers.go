@@ -12,6 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	// Its init also registers on http.DefaultServeMux, which no server here
+	// serves; the stats listener mounts pprof.Profile explicitly.
+	"net/http/pprof"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -105,7 +108,8 @@ func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }
 
 // serve runs h on addr until ctx ends; statsAddr, when set, serves the
 // process's allocation counter (what the broker's /metrics reports as
-// go_memstats_mallocs_total) on a listener of its own.
+// go_memstats_mallocs_total) and its CPU profile (/debug/pprof/profile, as
+// the broker serves it with BROKER_PPROF) on a listener of its own.
 func serve(ctx context.Context, addr string, h http.Handler, statsAddr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -113,11 +117,14 @@ func serve(ctx context.Context, addr string, h http.Handler, statsAddr string) e
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if statsAddr != "" {
-		stats := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			fmt.Fprintf(w, "go_memstats_mallocs_total %d\n", ms.Mallocs)
-		})}
+		})
+		stats := &http.Server{Handler: mux}
 		sl, err := net.Listen("tcp", statsAddr)
 		if err != nil {
 			return err
