@@ -23,6 +23,7 @@ import (
 
 type options struct {
 	broker, mode, logLevel string
+	baseline               string // a second broker binary measured beside the first; "" for none
 	profile                string // directory for CPU profiles; "" for none
 	rounds, conns, threads int
 	body                   int
@@ -42,6 +43,41 @@ type target struct {
 }
 
 const apiPath = "/api/now/table/incident"
+
+// The broker targets' names. The baseline is a second broker binary (-baseline),
+// typically main before a change, measured in the same rounds.
+const (
+	brokerName   = "tokenbroker /proxy/servicenow"
+	baselineName = "baseline tokenbroker"
+)
+
+// brokerEnv is the environment of a broker listening on api and metrics,
+// keeping its data in dataDir, with the upstream as its ServiceNow and
+// Atlassian.
+func brokerEnv(o options, up, api, metrics, secret, dataDir string) []string {
+	env := append(os.Environ(),
+		"BROKER_LISTEN_ADDR="+api,
+		"BROKER_METRICS_ADDR="+metrics,
+		"BROKER_PUBLIC_URL=http://"+api,
+		"BROKER_AUTH_HS256_SECRET="+secret,
+		"BROKER_DATA_DIR="+dataDir,
+		"BROKER_ALLOW_INSECURE_VENDOR_URLS=true",
+		"BROKER_SERVICENOW_CLIENT_ID=bench-client",
+		"BROKER_SERVICENOW_CLIENT_SECRET=bench-secret",
+		"BROKER_SERVICENOW_ALLOWED_HOSTS="+up,
+		"BROKER_CONFLUENCE_CLIENT_ID=bench-atl",
+		"BROKER_CONFLUENCE_CLIENT_SECRET=bench-atl-secret",
+		"BROKER_CONFLUENCE_AUTH_URL=http://"+up,
+		"BROKER_CONFLUENCE_API_URL=http://"+up,
+		"BROKER_LOG_LEVEL="+o.logLevel,
+		// The stored-connections measure restarts the broker.
+		"BROKER_SHUTDOWN_GRACE=0s",
+	)
+	if o.profile != "" {
+		env = append(env, "BROKER_PPROF=true")
+	}
+	return env
+}
 
 func bench(ctx context.Context, o options, out io.Writer) error {
 	if _, err := exec.LookPath("wrk"); err != nil {
@@ -68,11 +104,12 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 	}
-	addrs, err := supervise.FreeAddrs(7)
+	addrs, err := supervise.FreeAddrs(8)
 	if err != nil {
 		return err
 	}
 	up, bareAddr, bareStats, ngx, api, metrics := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5]
+	baseAPI, baseMetrics := addrs[6], addrs[7]
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -97,27 +134,7 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	secret := "proxybench-hs256-secret-0123456789abcdef"
-	env := append(os.Environ(),
-		"BROKER_LISTEN_ADDR="+api,
-		"BROKER_METRICS_ADDR="+metrics,
-		"BROKER_PUBLIC_URL=http://"+api,
-		"BROKER_AUTH_HS256_SECRET="+secret,
-		"BROKER_DATA_DIR="+filepath.Join(dir, "data"),
-		"BROKER_ALLOW_INSECURE_VENDOR_URLS=true",
-		"BROKER_SERVICENOW_CLIENT_ID=bench-client",
-		"BROKER_SERVICENOW_CLIENT_SECRET=bench-secret",
-		"BROKER_SERVICENOW_ALLOWED_HOSTS="+up,
-		"BROKER_CONFLUENCE_CLIENT_ID=bench-atl",
-		"BROKER_CONFLUENCE_CLIENT_SECRET=bench-atl-secret",
-		"BROKER_CONFLUENCE_AUTH_URL=http://"+up,
-		"BROKER_CONFLUENCE_API_URL=http://"+up,
-		"BROKER_LOG_LEVEL="+o.logLevel,
-		// The stored-connections measure restarts the broker.
-		"BROKER_SHUTDOWN_GRACE=0s",
-	)
-	if o.profile != "" {
-		env = append(env, "BROKER_PPROF=true")
-	}
+	env := brokerEnv(o, up, api, metrics, secret, filepath.Join(dir, "data"))
 	// The request log goes to a file, as a log shipper would read it.
 	logFile, err := os.Create(filepath.Join(dir, "broker.log"))
 	if err != nil {
@@ -128,7 +145,21 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, u := range []string{"http://" + up + "/", "http://" + bareAddr + "/", "http://" + ngx + "/", "http://" + metrics + "/readyz"} {
+	ready := []string{"http://" + up + "/", "http://" + bareAddr + "/", "http://" + ngx + "/", "http://" + metrics + "/readyz"}
+	baseline := 0
+	if o.baseline != "" {
+		baseLog, err := os.Create(filepath.Join(dir, "baseline.log"))
+		if err != nil {
+			return err
+		}
+		defer baseLog.Close()
+		baseEnv := brokerEnv(o, up, baseAPI, baseMetrics, secret, filepath.Join(dir, "baseline-data"))
+		if baseline, err = procs.startLogged(ctx, baseLog, o.baseline, baseEnv); err != nil {
+			return err
+		}
+		ready = append(ready, "http://"+baseMetrics+"/readyz")
+	}
+	for _, u := range ready {
 		if err := waitOK(ctx, u); err != nil {
 			return err
 		}
@@ -147,6 +178,13 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 	if err := connect(ctx, "http://"+api, admin, "http://"+up); err != nil {
 		return err
 	}
+	idle := map[string]int64{brokerName: brokerRSSIdle}
+	if baseline != 0 {
+		idle[baselineName] = rss(baseline)
+		if err := connect(ctx, "http://"+baseAPI, admin, "http://"+up); err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+	}
 	self1 := func(pid int) func() []int { return func() []int { return []int{pid} } }
 	targets := []target{
 		{name: "upstream direct", url: "http://" + up, auth: "Bearer static-token", pids: self1(upstream)},
@@ -154,8 +192,12 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 			pids: func() []int { return append([]int{nginx}, children(nginx)...) }},
 		{name: "bare httputil.ReverseProxy", url: "http://" + bareAddr, auth: "Bearer static-token",
 			pids: self1(bare), stats: "http://" + bareStats + "/"},
-		{name: "tokenbroker /proxy/servicenow", url: "http://" + api + "/proxy/servicenow", auth: "Bearer " + caller,
+		{name: brokerName, url: "http://" + api + "/proxy/servicenow", auth: "Bearer " + caller,
 			pids: self1(broker), stats: "http://" + metrics + "/metrics"},
+	}
+	if baseline != 0 {
+		targets = append(targets, target{name: baselineName, url: "http://" + baseAPI + "/proxy/servicenow",
+			auth: "Bearer " + caller, pids: self1(baseline), stats: "http://" + baseMetrics + "/metrics"})
 	}
 	if o.profile != "" {
 		targets[2].pprof, targets[2].file = "http://"+bareStats, filepath.Join(o.profile, "bare.pprof")
@@ -168,13 +210,16 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "proxybench: %d round(s) x %s per target, wrk -t%d; %s; upstream answers %d bytes\n",
 		o.rounds, o.duration, o.threads, machine(), o.body)
+	if o.baseline != "" {
+		fmt.Fprintf(out, "broker: %s; baseline broker: %s\n", o.broker, o.baseline)
+	}
 	if o.mode != "cost" {
 		if err := throughput(ctx, o, targets, out); err != nil {
 			return err
 		}
 	}
 	if o.mode != "throughput" {
-		if err := cost(ctx, o, targets, out, map[string]int64{targets[3].name: brokerRSSIdle}); err != nil {
+		if err := cost(ctx, o, targets, out, idle); err != nil {
 			return err
 		}
 		// Last, because it restarts the broker.

@@ -15,6 +15,8 @@
 //	go run ./internal/benchtest/proxybench -broker bin/broker -mode cost # allocations/request, CPU per 1,000 req/s, RSS;
 //	                                                                     # then RSS after a restart with 1,000 stored connections
 //	go run ./internal/benchtest/proxybench -broker bin/broker -short     # one short round of both (CI: shows it works)
+//	go run ./internal/benchtest/proxybench -broker bin/broker -baseline /tmp/broker-main # and a second broker
+//	                                                                     # binary beside it, in the same rounds
 //	go run ./internal/benchtest/proxybench -broker bin/broker -profile /tmp/prof # also CPU profiles of the bare proxy and
 //	                                                                     # the broker under wrk: /tmp/prof/{bare,broker}.pprof
 //
@@ -63,6 +65,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.IntVar(&o.body, "body", 256, "upstream answer size in bytes in throughput mode")
 	fs.BoolVar(&o.short, "short", false, "one round of one second, both modes (shows the harness works)")
 	fs.StringVar(&o.logLevel, "broker-log-level", "info", "BROKER_LOG_LEVEL of the broker (info: the default request log on)")
+	fs.StringVar(&o.baseline, "baseline", "", "a second broker binary (e.g. main before a change) measured beside -broker in the same rounds")
 	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of the bare proxy and the broker, taken during the first throughput round")
 	if err := fs.Parse(args); err != nil {
 		return err
