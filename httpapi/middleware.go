@@ -49,12 +49,13 @@ func RequestLog(log *slog.Logger, caller func(c *gin.Context) (broker.Caller, bo
 		// does not carry it): the handler adding it after the record's five
 		// inline attributes were full grew the record's overflow slice a
 		// second time, one more allocation per request (BenchmarkRequestLog).
+		end := time.Now()
 		var buf [8]slog.Attr
 		attrs := append(buf[:0],
 			slog.String("method", c.Request.Method),
 			slog.String("route", c.FullPath()),
 			slog.Int("status", c.Writer.Status()),
-			slog.Duration("duration", time.Since(start)),
+			slog.Duration("duration", end.Sub(start)),
 		)
 		if v := c.Param("vendor"); v != "" {
 			attrs = append(attrs, slog.String("vendor", v))
@@ -68,7 +69,13 @@ func RequestLog(log *slog.Logger, caller func(c *gin.Context) (broker.Caller, bo
 			attrs = append(attrs, slog.String("error_code", string(broker.CodeOf(c.Errors.Last().Err))))
 		}
 		attrs = append(attrs, slog.String("request_id", id))
-		log.LogAttrs(parent, level, "request", attrs...)
+		// The record is handed to the handler directly, as slog's docs show
+		// for wrappers: Logger.LogAttrs would call runtime.Callers for a
+		// source location that no handler here prints, and that stack walk
+		// was a tenth of the middleware's cost (BenchmarkRequestLog 2.59 -> 2.33 µs).
+		rec := slog.NewRecord(end, level, "request", 0)
+		rec.AddAttrs(attrs...)
+		_ = log.Handler().Handle(parent, rec)
 	}
 }
 
