@@ -88,7 +88,9 @@ var (
 // attempt sends out and passes the answer on to the caller, unless it is a
 // refusal that Handle retries.
 func (p *Proxy) attempt(x *exchange, out *http.Request) outcome {
+	x.tracing(true)
 	res, err := p.transport.RoundTrip(out)
+	x.tracing(false)
 	if err != nil {
 		p.roundTripFailed(x, err)
 		return answered
@@ -241,6 +243,11 @@ func (x *exchange) got1xx(code int, hdr textproto.MIMEHeader) error {
 	if code == http.StatusContinue {
 		return nil
 	}
+	x.traceMu.Lock()
+	defer x.traceMu.Unlock()
+	if !x.traceOn {
+		return nil
+	}
 	h := http.Header(hdr).Clone()
 	delete(h, "Set-Cookie")
 	delete(h, "Set-Cookie2")
@@ -256,6 +263,14 @@ func (x *exchange) got1xx(code int, hdr textproto.MIMEHeader) error {
 	clear(dst)
 	maps.Copy(dst, saved)
 	return nil
+}
+
+// tracing switches got1xx on for a round trip and off after it; switching
+// off waits for a got1xx in progress.
+func (x *exchange) tracing(on bool) {
+	x.traceMu.Lock()
+	x.traceOn = on
+	x.traceMu.Unlock()
 }
 
 // hopByHop reports the hop-by-hop headers of RFC 9110 section 7.6.1 and

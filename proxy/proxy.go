@@ -39,6 +39,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -299,6 +300,13 @@ type exchange struct {
 	limit      ratelimit.Target
 	// trace is the outbound request's: one allocation with the exchange.
 	trace httptrace.ClientTrace
+	// traceMu and traceOn keep got1xx, which runs on the Transport's
+	// goroutine, from writing once the attempt has returned: a round trip
+	// canceled while the vendor's 1xx is being read returns at once, and the
+	// Transport may still report that 1xx after Handle is gone and gin has
+	// handed its writer to another request.
+	traceMu sync.Mutex
+	traceOn bool
 }
 
 // httptraceContext is ctx with x's trace, which passes 1xx answers on.
