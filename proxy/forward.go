@@ -102,9 +102,6 @@ func (p *Proxy) attempt(x *exchange, out *http.Request) outcome {
 		p.roundTripFailed(x, errSwitchedProtocols)
 		return answered
 	}
-	// A session at the vendor belongs to the broker's token, not to the caller.
-	delete(res.Header, "Set-Cookie")
-	delete(res.Header, "Set-Cookie2")
 	if p.limits != nil {
 		// Before the answer's headers go out: a new window reaches every
 		// replica before this caller can call again.
@@ -133,15 +130,24 @@ const errSwitchedProtocols = constError("the vendor switched protocols")
 // copyAnswer writes the vendor's answer to the caller: headers, a body that
 // is flushed as it arrives, trailers.
 func (p *Proxy) copyAnswer(x *exchange, res *http.Response) {
-	removeHopByHop(res.Header)
+	removeConnectionListed(res.Header, res.Header["Connection"])
 	dst := x.w.Header()
 	for k, vv := range res.Header {
+		if dropAnswerHeader(k) {
+			continue
+		}
 		if old, ok := dst[k]; ok {
 			dst[k] = append(old, vv...) // a header the broker set, e.g. X-Request-Id
 			continue
 		}
 		dst[k] = vv
 	}
+	if x.refreshed {
+		dst[HeaderRetry] = retryRefreshed
+	}
+	// Announce only what may pass; the copy after the body filters again,
+	// since the Transport adds whatever trailers actually arrive.
+	maps.DeleteFunc(res.Trailer, func(k string, _ []string) bool { return dropAnswerHeader(k) })
 	announced := len(res.Trailer)
 	if announced > 0 {
 		keys := make([]string, 0, announced)
@@ -168,13 +174,28 @@ func (p *Proxy) copyAnswer(x *exchange, res *http.Response) {
 	// Chunked encoding is what carries trailers; flushing forces it even for
 	// an answer short enough that net/http would otherwise give it a length.
 	x.w.Flush()
-	if len(res.Trailer) == announced {
-		maps.Copy(dst, res.Trailer)
-		return
+	// Trailers that were announced go under their names; when others came
+	// too, all go with net/http's TrailerPrefix, which needs no announcement.
+	prefix := ""
+	if len(res.Trailer) != announced {
+		prefix = http.TrailerPrefix
 	}
 	for k, vv := range res.Trailer {
-		dst[http.TrailerPrefix+k] = vv
+		if !dropAnswerHeader(k) {
+			dst[prefix+k] = vv
+		}
 	}
+}
+
+var retryRefreshed = []string{RetryRefreshed}
+
+// dropAnswerHeader reports whether a vendor's answer header must not reach
+// the caller: hop-by-hop headers, cookies (a session at the vendor belongs
+// to the broker's token, not to the caller) and X-Broker-*, the broker's own
+// word to its callers, which a vendor must not be able to forge. k is
+// canonical; "_" counts as "-" for X-Broker-*, as for request headers.
+func dropAnswerHeader(k string) bool {
+	return hopByHop(k) || k == "Set-Cookie" || k == "Set-Cookie2" || headerHasPrefix(k, "x-broker-")
 }
 
 // copyBody copies and flushes after every read: a vendor that pauses
@@ -249,9 +270,8 @@ func (x *exchange) got1xx(code int, hdr textproto.MIMEHeader) error {
 		return nil
 	}
 	h := http.Header(hdr).Clone()
-	delete(h, "Set-Cookie")
-	delete(h, "Set-Cookie2")
-	removeHopByHop(h)
+	removeConnectionListed(h, h["Connection"])
+	maps.DeleteFunc(h, func(k string, _ []string) bool { return dropAnswerHeader(k) })
 	x.p.rewriteLinks(h, x)
 	// net/http writes a 1xx with the whole header map as it stands, and gin's
 	// writer only records a status: the 1xx's headers go into the map for
@@ -283,17 +303,6 @@ func hopByHop(k string) bool {
 		return true
 	}
 	return false
-}
-
-// removeHopByHop deletes hop-by-hop headers, those that Connection names
-// included, from an answer's headers.
-func removeHopByHop(h http.Header) {
-	removeConnectionListed(h, h["Connection"])
-	for k := range h {
-		if hopByHop(k) {
-			delete(h, k)
-		}
-	}
 }
 
 func removeConnectionListed(h http.Header, connection []string) {

@@ -296,6 +296,7 @@ type exchange struct {
 	brokerErr  bool        // the answer is the broker's own error
 	clientGone bool        // the caller went away before an answer was written
 	refreshErr error       // the refresh after a refusal that could not be retried
+	refreshed  bool        // that refresh succeeded: the answer says so (HeaderRetry)
 	body       *callerBody // a streamed request body, nil when buffered or absent
 	limit      ratelimit.Target
 	// trace is the outbound request's: one allocation with the exchange.
@@ -590,7 +591,7 @@ func (p *Proxy) refreshWithoutRetry(x *exchange, res *http.Response) bool {
 		x.refreshErr = err
 		return false
 	}
-	res.Header[HeaderRetry] = []string{RetryRefreshed}
+	x.refreshed = true
 	return true
 }
 

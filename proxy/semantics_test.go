@@ -325,3 +325,50 @@ func TestEarlyHintsWereSwallowed(t *testing.T) {
 		t.Errorf("the 103's Link leaked into the final answer: %q", got)
 	}
 }
+
+// TestVendorForgedBrokerHeaders: X-Broker-* on an answer is the broker's word
+// to its callers (X-Broker-Error marks the broker's own errors, X-Broker-Retry
+// says a refresh happened), but the vendor's headers, trailers and 1xx
+// headers were passed through as they came, so a hostile or confused vendor
+// could make its own 200 look like a broker error, or claim a refresh.
+func TestVendorForgedBrokerHeaders(t *testing.T) {
+	vendor := newVendor(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Broker-Error", string(broker.CodeReconnectRequired))
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("X-Broker-Error")
+		w.Header().Set("X-Broker-Error", string(broker.CodeReconnectRequired))
+		w.Header().Set("X-Broker-Retry", RetryRefreshed)
+		w.Header()["x_broker_user"] = []string{"someone"}
+		w.Header().Set("Trailer", "X-Broker-Late")
+		w.Header().Set("X-Kept", "yes")
+		io.WriteString(w, `{}`)
+		w.Header().Set("X-Broker-Late", "forged")
+	})
+	h := newHarness(t, vendor, nil)
+	var hint textproto.MIMEHeader
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
+		hint = hdr
+		return nil
+	}}
+	req, _ := http.NewRequest(http.MethodGet, h.server.URL+"/proxy/servicenow/api/now/table/incident", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	req.Header.Set("Authorization", "Bearer acct:"+account)
+	res, err := h.server.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if body := readAll(t, res.Body); res.StatusCode != http.StatusOK || body != `{}` {
+		t.Fatalf("answer %d %q", res.StatusCode, body)
+	}
+	for _, hdr := range []http.Header{res.Header, res.Trailer, http.Header(hint)} {
+		for k, v := range hdr {
+			if headerHasPrefix(k, "x-broker-") {
+				t.Errorf("the vendor's %s: %q reached the caller", k, v)
+			}
+		}
+	}
+	if res.Header.Get("X-Kept") != "yes" {
+		t.Errorf("the vendor's own headers were lost: %v", res.Header)
+	}
+}
