@@ -11,6 +11,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -370,5 +371,72 @@ func TestVendorForgedBrokerHeaders(t *testing.T) {
 	}
 	if res.Header.Get("X-Kept") != "yes" {
 		t.Errorf("the vendor's own headers were lost: %v", res.Header)
+	}
+}
+
+// TestHTTP2VendorTrailersWereLost: an HTTP/2 vendor may answer with a
+// Content-Length and trailers; both were copied to an HTTP/1.1 caller, whose
+// answer then could not be chunked, and the trailers were dropped (so were
+// the 1xx answers, as for HTTP/1 vendors). api.atlassian.com speaks HTTP/2:
+// the default Transport must keep using it through the forwarding core,
+// requests, trailers, 1xx and the retry with a replayed body alike.
+func TestHTTP2VendorTrailersWereLost(t *testing.T) {
+	var mu sync.Mutex
+	var protos []int
+	var bodies []string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		protos, bodies = append(protos, r.ProtoMajor), append(bodies, string(body))
+		mu.Unlock()
+		if r.Method == http.MethodPost && r.Header.Get("Authorization") == "Bearer "+oldToken {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Link", "</a.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "ok:"+string(body))
+		w.Header().Set("X-Sum", "s")
+	}))
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	tr := newTransport(nil)
+	tr.TLSClientConfig.RootCAs = srv.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs
+	t.Cleanup(tr.CloseIdleConnections)
+	h := newHarness(t, &vendorServer{Server: srv}, func(o *Options) { o.Transport = tr })
+
+	var hints int
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error { hints++; return nil }}
+	req, _ := http.NewRequest(http.MethodGet, h.server.URL+"/proxy/servicenow/api/now/table/incident", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	req.Header.Set("Authorization", "Bearer acct:"+account)
+	res, err := h.server.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, res.Body); res.StatusCode != http.StatusOK || body != "ok:" || res.Trailer.Get("X-Sum") != "s" {
+		t.Errorf("GET over h2 = %d %q, trailer %q", res.StatusCode, body, res.Trailer.Get("X-Sum"))
+	}
+	res.Body.Close()
+	if hints != 1 {
+		t.Errorf("caller got %d 1xx answers over an h2 vendor, want 1", hints)
+	}
+
+	res = h.do(t, http.MethodPost, "/proxy/servicenow/api/now/table/incident", strings.NewReader(`{"a":1}`), nil)
+	if body := readAll(t, res.Body); res.StatusCode != http.StatusOK || body != `ok:{"a":1}` {
+		t.Errorf("retried POST over h2 = %d %q", res.StatusCode, body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(protos) != 3 || bodies[1] != `{"a":1}` || bodies[2] != `{"a":1}` {
+		t.Fatalf("vendor saw bodies %q, want the GET's, then the POST's twice", bodies)
+	}
+	for i, p := range protos {
+		if p != 2 {
+			t.Errorf("request %d reached the vendor over HTTP/%d", i, p)
+		}
 	}
 }
