@@ -441,16 +441,7 @@ func (p *Proxy) Handle(c *gin.Context) {
 	x.w = c.Writer
 	x.key, x.access, x.target = key, acc, target
 	out := p.outbound(x, r)
-	switch {
-	case body != nil:
-		out.Body, out.GetBody = body.reader(), body.getBody
-	case x.body != nil:
-		out.Body = x.body
-	default:
-		// No body: nil, so that the Transport sends no Content-Length: 0 or
-		// chunked framing the caller did not send.
-		out.Body = nil
-	}
+	setBody(out, body, x.body)
 	switch p.attempt(x, out) {
 	case answered:
 		return
@@ -477,12 +468,24 @@ func (p *Proxy) Handle(c *gin.Context) {
 	}
 	x.access, x.target, x.retrying = fresh, target, true
 	second := p.outbound(x, r)
-	second.Body = out.Body
-	if body != nil {
-		second.Body, second.GetBody = body.reader(), body.getBody
-	}
+	setBody(second, body, x.body)
 	v.m.retried.Inc()
 	p.attempt(x, second)
+}
+
+// setBody gives an attempt its body: a fresh reader of the buffered body
+// (and GetBody, so that the Transport can resend it on a dead idle
+// connection), the streamed one, or none. None is nil, so that the Transport
+// sends no Content-Length: 0 or chunked framing the caller did not send.
+func setBody(out *http.Request, buffered *replayBody, streamed *callerBody) {
+	switch {
+	case buffered != nil:
+		out.Body, out.GetBody = buffered.reader(), buffered.getBody
+	case streamed != nil:
+		out.Body = streamed
+	default:
+		out.Body = nil
+	}
 }
 
 // finish counts the request. It runs deferred, so a stream aborted with

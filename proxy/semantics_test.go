@@ -296,20 +296,7 @@ func TestEarlyHintsWereSwallowed(t *testing.T) {
 		io.WriteString(w, `{}`)
 	})
 	h := newHarness(t, vendor, nil)
-	var hints []textproto.MIMEHeader
-	var codes []int
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
-		codes, hints = append(codes, code), append(hints, hdr)
-		return nil
-	}}
-	req, _ := http.NewRequest(http.MethodGet, h.server.URL+"/proxy/servicenow/api/now/table/incident", nil)
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	req.Header.Set("Authorization", "Bearer acct:"+account)
-	res, err := h.server.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
+	res, codes, hints := h.getWith1xx(t)
 	if body := readAll(t, res.Body); res.StatusCode != http.StatusOK || body != `{}` {
 		t.Fatalf("answer %d %q", res.StatusCode, body)
 	}
@@ -346,23 +333,15 @@ func TestVendorForgedBrokerHeaders(t *testing.T) {
 		w.Header().Set("X-Broker-Late", "forged")
 	})
 	h := newHarness(t, vendor, nil)
-	var hint textproto.MIMEHeader
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
-		hint = hdr
-		return nil
-	}}
-	req, _ := http.NewRequest(http.MethodGet, h.server.URL+"/proxy/servicenow/api/now/table/incident", nil)
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	req.Header.Set("Authorization", "Bearer acct:"+account)
-	res, err := h.server.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
+	res, _, hints := h.getWith1xx(t)
 	if body := readAll(t, res.Body); res.StatusCode != http.StatusOK || body != `{}` {
 		t.Fatalf("answer %d %q", res.StatusCode, body)
 	}
-	for _, hdr := range []http.Header{res.Header, res.Trailer, http.Header(hint)} {
+	answers := []http.Header{res.Header, res.Trailer}
+	for _, hint := range hints {
+		answers = append(answers, http.Header(hint))
+	}
+	for _, hdr := range answers {
 		for k, v := range hdr {
 			if headerHasPrefix(k, "x-broker-") {
 				t.Errorf("the vendor's %s: %q reached the caller", k, v)
@@ -408,21 +387,12 @@ func TestHTTP2VendorTrailersWereLost(t *testing.T) {
 	t.Cleanup(tr.CloseIdleConnections)
 	h := newHarness(t, &vendorServer{Server: srv}, func(o *Options) { o.Transport = tr })
 
-	var hints int
-	trace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error { hints++; return nil }}
-	req, _ := http.NewRequest(http.MethodGet, h.server.URL+"/proxy/servicenow/api/now/table/incident", nil)
-	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
-	req.Header.Set("Authorization", "Bearer acct:"+account)
-	res, err := h.server.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, codes, _ := h.getWith1xx(t)
 	if body := readAll(t, res.Body); res.StatusCode != http.StatusOK || body != "ok:" || res.Trailer.Get("X-Sum") != "s" {
 		t.Errorf("GET over h2 = %d %q, trailer %q", res.StatusCode, body, res.Trailer.Get("X-Sum"))
 	}
-	res.Body.Close()
-	if hints != 1 {
-		t.Errorf("caller got %d 1xx answers over an h2 vendor, want 1", hints)
+	if len(codes) != 1 {
+		t.Errorf("caller got %d 1xx answers over an h2 vendor, want 1", len(codes))
 	}
 
 	res = h.do(t, http.MethodPost, "/proxy/servicenow/api/now/table/incident", strings.NewReader(`{"a":1}`), nil)
@@ -439,4 +409,25 @@ func TestHTTP2VendorTrailersWereLost(t *testing.T) {
 			t.Errorf("request %d reached the vendor over HTTP/%d", i, p)
 		}
 	}
+}
+
+// getWith1xx GETs the incident table through the proxy as the account's
+// caller and also returns the 1xx answers the caller saw, in order.
+func (h *harness) getWith1xx(t *testing.T) (*http.Response, []int, []textproto.MIMEHeader) {
+	t.Helper()
+	var codes []int
+	var hints []textproto.MIMEHeader
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, hdr textproto.MIMEHeader) error {
+		codes, hints = append(codes, code), append(hints, hdr)
+		return nil
+	}}
+	req, _ := http.NewRequest(http.MethodGet, h.server.URL+"/proxy/servicenow/api/now/table/incident", nil)
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+	req.Header.Set("Authorization", "Bearer acct:"+account)
+	res, err := h.server.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res, codes, hints
 }
