@@ -63,7 +63,10 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	log, flush := newServeLogger(cfg, stderr)
 	defer flush()
-	configureRuntime(log)
+	pacerCtx, stopPacer := context.WithCancel(context.Background())
+	waitPacer := configureRuntime(pacerCtx, log)
+	// After the shutdown: a draining server still allocates.
+	defer func() { stopPacer(); waitPacer() }()
 	gin.SetMode(gin.ReleaseMode)
 	a, err := app.New(ctx, cfg, app.Options{Logger: log, Version: version, Getenv: getenv, Stdout: stdout})
 	if err != nil {

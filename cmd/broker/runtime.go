@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"math"
 	"os"
 	"runtime"
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
+
+	"github.com/tokenbroker/tokenbroker/internal/gcpace"
 )
 
 // configureRuntime sizes the Go runtime to the container it runs in and logs
@@ -23,7 +26,11 @@ import (
 // not count (stacks, the binary, kernel buffers). A GOMEMLIMIT (or
 // AUTOMEMLIMIT=off) in the environment wins and is left untouched. A failure is
 // logged and start-up goes on with the runtime's default (no limit).
-func configureRuntime(log *slog.Logger) {
+//
+// GOGC, unless set in the environment, is paced by internal/gcpace while
+// ctx lasts: raised while allocation runs fast, 100 otherwise. The returned
+// function waits for the pacer to stop (after ctx ends).
+func configureRuntime(ctx context.Context, log *slog.Logger) (wait func()) {
 	source := ""
 	from := func(name string, p memlimit.Provider) memlimit.Provider {
 		return func() (uint64, error) {
@@ -58,7 +65,19 @@ func configureRuntime(log *slog.Logger) {
 	if os.Getenv("GOMAXPROCS") != "" {
 		procs = "GOMAXPROCS"
 	}
+	gogc := "paced"
+	done := make(chan struct{})
+	if _, set := os.LookupEnv("GOGC"); set {
+		gogc = "GOGC"
+		close(done)
+	} else {
+		go func() {
+			defer close(done)
+			gcpace.Run(ctx, gcpace.Config{})
+		}()
+	}
 	log.Info("runtime limits",
 		"gomaxprocs", runtime.GOMAXPROCS(0), "gomaxprocs_source", procs,
-		"gomemlimit_bytes", limit, "gomemlimit_source", source)
+		"gomemlimit_bytes", limit, "gomemlimit_source", source, "gogc_source", gogc)
+	return func() { <-done }
 }
