@@ -249,6 +249,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (a *App, err error)
 	a.routes = router.Routes()
 	a.api = &http.Server{
 		Handler:           router,
+		ConnContext:       auth.ConnContext,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

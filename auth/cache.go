@@ -18,7 +18,8 @@ const (
 
 // tokenCache holds the claims of tokens that passed every check, keyed by
 // the SHA-256 of the raw token, so that a warm request does no signature
-// check or claims parsing, and no raw token is kept in memory.
+// check or claims parsing, and the cache keeps no raw token (a connection's
+// memo, connmemo.go, keeps the one it sent while it is open).
 type tokenCache struct {
 	mu      sync.RWMutex
 	max     int

@@ -120,20 +120,7 @@ func contains(err error, s string) bool {
 // A key the IdP withdraws, or replaces under the same kid, stops verifying
 // the tokens it signed at the next request, cached or not.
 func TestVerifiedTokenCacheFollowsKeyRotation(t *testing.T) {
-	key1, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	key2, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := newJWKSServer(t, jwk(t, &key1.PublicKey, "k1", jwkset.AlgES256, jwkset.UseSig))
-	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Issuer: testIssuer, Audience: testAudience, Now: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(v.Close)
+	key1, key2, srv, v := newRotatingJWKS(t)
 	old := sign(t, jwt.SigningMethodES256, key1, "k1", idpClaims(nil))
 	for range 2 {
 		if _, err := v.Verify(old); err != nil {

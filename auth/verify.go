@@ -249,10 +249,22 @@ func (v *Verifier) verifyRef(ctx context.Context, raw string) (*Claims, error) {
 	if raw == "" {
 		return nil, ErrMissingToken
 	}
-	h := tokenHash(raw)
 	now := v.now()
+	memo := memoFrom(ctx)
+	if memo != nil {
+		if e := memo.get(raw); e != nil {
+			if now.Before(e.until) && v.keyStillPublished(ctx, e) {
+				return &e.claims, nil
+			}
+			memo.forget(e)
+		}
+	}
+	h := tokenHash(raw)
 	if e := v.cache.get(h, now); e != nil {
 		if v.keyStillPublished(ctx, e) {
+			if memo != nil {
+				memo.put(raw, e)
+			}
 			return &e.claims, nil
 		}
 		v.cache.drop(h, e)
@@ -294,6 +306,9 @@ func (v *Verifier) verifyRef(ctx context.Context, raw string) (*Claims, error) {
 	// is not cached.
 	if v.keys == nil || (used.kid != "" && used.key != nil) {
 		v.cache.put(h, &used, now)
+		if memo != nil {
+			memo.put(raw, &used)
+		}
 	}
 	return &used.claims, nil
 }

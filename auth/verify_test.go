@@ -404,21 +404,29 @@ func TestVerifyConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-func TestVerifyJWKSRotationAndUnknownKids(t *testing.T) {
+// newRotatingJWKS is a JWKS server publishing key1 as "k1", a verifier on
+// it, and a second key for the test to rotate to.
+func newRotatingJWKS(t *testing.T) (key1, key2 *ecdsa.PrivateKey, srv *jwksServer, v *Verifier) {
+	t.Helper()
 	key1, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key2, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key2, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := newJWKSServer(t, jwk(t, &key1.PublicKey, "k1", jwkset.AlgES256, jwkset.UseSig))
-	v, err := NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Issuer: testIssuer, Audience: testAudience, Now: clock})
+	srv = newJWKSServer(t, jwk(t, &key1.PublicKey, "k1", jwkset.AlgES256, jwkset.UseSig))
+	v, err = NewVerifier(context.Background(), Options{JWKSURL: srv.URL, Issuer: testIssuer, Audience: testAudience, Now: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(v.Close)
+	return key1, key2, srv, v
+}
+
+func TestVerifyJWKSRotationAndUnknownKids(t *testing.T) {
+	key1, key2, srv, v := newRotatingJWKS(t)
 	if n := srv.fetches.Load(); n != 1 {
 		t.Fatalf("fetches after NewVerifier = %d, want 1", n)
 	}
