@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/auth"
-	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 type options struct {
@@ -34,12 +33,36 @@ type options struct {
 // target is one server under load. pids are the processes whose CPU it
 // uses; stats, when set, serves go_memstats_mallocs_total. pprof, when set,
 // is the base URL of its /debug/pprof/profile, and file where -profile
-// writes the CPU profile taken from it.
+// writes the CPU profile taken from it. pid and role (bare, broker or
+// baseline) are set on the Go servers, which the instructions mode runs
+// under callgrind.
 type target struct {
 	name, url, auth string
 	pids            func() []int
 	stats           string
 	pprof, file     string
+	pid             int
+	role            string
+}
+
+// goTargets are the bare proxy, the broker and, when started, the baseline
+// broker: the Go servers, which report their allocations.
+func goTargets(s *servers, caller string) []target {
+	ts := []target{
+		{name: "bare httputil.ReverseProxy", role: "bare", url: "http://" + s.bareAddr, auth: "Bearer static-token",
+			pid: s.bare, stats: "http://" + s.bareStats + "/"},
+		{name: brokerName, role: "broker", url: "http://" + s.api + "/proxy/servicenow", auth: "Bearer " + caller,
+			pid: s.broker, stats: "http://" + s.metrics + "/metrics"},
+	}
+	if s.baseline != 0 {
+		ts = append(ts, target{name: baselineName, role: "baseline", url: "http://" + s.baseAPI + "/proxy/servicenow",
+			auth: "Bearer " + caller, pid: s.baseline, stats: "http://" + s.baseMetrics + "/metrics"})
+	}
+	for i := range ts {
+		pid := ts[i].pid
+		ts[i].pids = func() []int { return []int{pid} }
+	}
+	return ts
 }
 
 const apiPath = "/api/now/table/incident"
@@ -104,104 +127,28 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 	}
-	addrs, err := supervise.FreeAddrs(8)
-	if err != nil {
-		return err
-	}
-	up, bareAddr, bareStats, ngx, api, metrics := addrs[0], addrs[1], addrs[2], addrs[3], addrs[4], addrs[5]
-	baseAPI, baseMetrics := addrs[6], addrs[7]
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	var procs procs
 	defer procs.stop()
-
-	upstream, err := procs.start(ctx, self, nil, "upstream", "-addr", up, "-body", fmt.Sprint(o.body))
+	s, err := startServers(ctx, o, &procs, dir, true, direct)
 	if err != nil {
 		return err
 	}
-	bare, err := procs.start(ctx, self, nil, "bare", "-addr", bareAddr, "-stats", bareStats, "-upstream", "http://"+up)
+	idle := map[string]int64{brokerName: rss(s.broker)}
+	if s.baseline != 0 {
+		idle[baselineName] = rss(s.baseline)
+	}
+	caller, err := s.connect(ctx)
 	if err != nil {
 		return err
 	}
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(nginxConf(dir, up, ngx)), 0o600); err != nil {
-		return err
-	}
-	nginx, err := procs.start(ctx, "nginx", nil, "-p", dir, "-e", "stderr", "-c", conf, "-g", "daemon off;")
-	if err != nil {
-		return err
-	}
-	secret := "proxybench-hs256-secret-0123456789abcdef"
-	env := brokerEnv(o, up, api, metrics, secret, filepath.Join(dir, "data"))
-	// The request log goes to a file, as a log shipper would read it.
-	logFile, err := os.Create(filepath.Join(dir, "broker.log"))
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	broker, err := procs.startLogged(ctx, logFile, o.broker, env)
-	if err != nil {
-		return err
-	}
-	ready := []string{"http://" + up + "/", "http://" + bareAddr + "/", "http://" + ngx + "/", "http://" + metrics + "/readyz"}
-	baseline := 0
-	if o.baseline != "" {
-		baseLog, err := os.Create(filepath.Join(dir, "baseline.log"))
-		if err != nil {
-			return err
-		}
-		defer baseLog.Close()
-		baseEnv := brokerEnv(o, up, baseAPI, baseMetrics, secret, filepath.Join(dir, "baseline-data"))
-		if baseline, err = procs.startLogged(ctx, baseLog, o.baseline, baseEnv); err != nil {
-			return err
-		}
-		ready = append(ready, "http://"+baseMetrics+"/readyz")
-	}
-	for _, u := range ready {
-		if err := waitOK(ctx, u); err != nil {
-			return err
-		}
-	}
-	brokerRSSIdle := rss(broker)
-	// Callers' JWTs, minted here with the broker's secret as `broker token` would.
-	now := time.Now()
-	admin, err := auth.Mint([]byte(secret), auth.Claims{Account: "bench", Subject: "admin@bench", Roles: []string{"admin"}}, 24*time.Hour, now)
-	if err != nil {
-		return err
-	}
-	caller, err := auth.Mint([]byte(secret), auth.Claims{Account: "bench", Subject: "svc-reports"}, 24*time.Hour, now)
-	if err != nil {
-		return err
-	}
-	if err := connect(ctx, "http://"+api, admin, "http://"+up); err != nil {
-		return err
-	}
-	idle := map[string]int64{brokerName: brokerRSSIdle}
-	if baseline != 0 {
-		idle[baselineName] = rss(baseline)
-		if err := connect(ctx, "http://"+baseAPI, admin, "http://"+up); err != nil {
-			return fmt.Errorf("baseline: %w", err)
-		}
-	}
-	self1 := func(pid int) func() []int { return func() []int { return []int{pid} } }
-	targets := []target{
-		{name: "upstream direct", url: "http://" + up, auth: "Bearer static-token", pids: self1(upstream)},
-		{name: "nginx (keepalive, header injection)", url: "http://" + ngx, auth: "Bearer static-token",
-			pids: func() []int { return append([]int{nginx}, children(nginx)...) }},
-		{name: "bare httputil.ReverseProxy", url: "http://" + bareAddr, auth: "Bearer static-token",
-			pids: self1(bare), stats: "http://" + bareStats + "/"},
-		{name: brokerName, url: "http://" + api + "/proxy/servicenow", auth: "Bearer " + caller,
-			pids: self1(broker), stats: "http://" + metrics + "/metrics"},
-	}
-	if baseline != 0 {
-		targets = append(targets, target{name: baselineName, url: "http://" + baseAPI + "/proxy/servicenow",
-			auth: "Bearer " + caller, pids: self1(baseline), stats: "http://" + baseMetrics + "/metrics"})
-	}
+	targets := append([]target{
+		{name: "upstream direct", url: "http://" + s.up, auth: "Bearer static-token", pids: func() []int { return []int{s.upstream} }},
+		{name: "nginx (keepalive, header injection)", url: "http://" + s.ngx, auth: "Bearer static-token",
+			pids: func() []int { return append([]int{s.nginx}, children(s.nginx)...) }},
+	}, goTargets(s, caller)...)
 	if o.profile != "" {
-		targets[2].pprof, targets[2].file = "http://"+bareStats, filepath.Join(o.profile, "bare.pprof")
-		targets[3].pprof, targets[3].file = "http://"+metrics, filepath.Join(o.profile, "broker.pprof")
+		targets[2].pprof, targets[2].file = "http://"+s.bareStats, filepath.Join(o.profile, "bare.pprof")
+		targets[3].pprof, targets[3].file = "http://"+s.metrics, filepath.Join(o.profile, "broker.pprof")
 	}
 	for _, t := range targets {
 		if err := sanity(ctx, t); err != nil {
@@ -228,16 +175,16 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 			n = 20
 		}
 		restart := func() (int, error) {
-			if err := procs.stopOne(broker); err != nil {
+			if err := procs.stopOne(s.broker); err != nil {
 				return 0, err
 			}
-			pid, err := procs.startLogged(ctx, logFile, o.broker, env)
+			pid, err := procs.startLogged(ctx, s.brokerLog, o.broker, s.brokerEnv)
 			if err != nil {
 				return 0, err
 			}
-			return pid, waitOK(ctx, "http://"+metrics+"/readyz")
+			return pid, waitOK(ctx, "http://"+s.metrics+"/readyz")
 		}
-		if err := stored(ctx, out, n, secret, "http://"+api, "http://"+up, restart); err != nil {
+		if err := stored(ctx, out, n, s.secret, "http://"+s.api, "http://"+s.up, restart); err != nil {
 			return err
 		}
 	}

@@ -182,8 +182,14 @@ func machine() string {
 	return fmt.Sprintf("%d CPUs (%s), %s", runtime.NumCPU(), model, runtime.Version())
 }
 
-// procs starts the servers under test and stops them all at the end.
-type procs struct{ cmds []*exec.Cmd }
+// procs starts the servers under test and stops them all at the end, then
+// closes the files they wrote to.
+type procs struct {
+	cmds  []*exec.Cmd
+	files []io.Closer
+}
+
+func (p *procs) closeAtStop(f io.Closer) { p.files = append(p.files, f) }
 
 func (p *procs) start(ctx context.Context, bin string, env []string, args ...string) (int, error) {
 	return p.startLogged(ctx, os.Stderr, bin, env, args...)
@@ -228,5 +234,8 @@ func (p *procs) stop() {
 			_ = c.Process.Kill()
 			<-done
 		}
+	}
+	for _, f := range p.files {
+		_ = f.Close()
 	}
 }
