@@ -104,7 +104,7 @@ chart-check:
 # --- bench: whole-system figures on the production store (Vault and Redis
 # started by the benchmark itself), side by side with direct vendor calls.
 # Results and how to read them: docs/benchmarks.md.
-.PHONY: bench bench-proxy bench-proxy-short
+.PHONY: bench bench-proxy bench-proxy-short bench-proxy-instructions broker-symbols
 # Side by side on one machine in one run: the upstream direct, nginx, a bare
 # httputil.ReverseProxy and the broker's /proxy, in alternating wrk rounds;
 # then allocations per request, CPU per 1,000 req/s and RSS (docs/benchmarks.md).
@@ -115,10 +115,29 @@ bench-proxy: build
 	$(GO) run ./internal/benchtest/proxybench -broker bin/broker -mode all $(BENCH_PROXY_FLAGS) > artifacts/bench-proxy.txt
 	@cat artifacts/bench-proxy.txt
 
-# One short round of both modes: shows the harness works (CI); asserts no speed.
-bench-proxy-short: build
+# One short round of both modes and 400 requests under callgrind: shows the
+# harness works (CI); asserts no speed.
+bench-proxy-short: broker-symbols
 	@scripts/ensure-bench-tools.sh
-	$(GO) run ./internal/benchtest/proxybench -broker bin/broker -short
+	$(GO) run -ldflags=-s=false ./internal/benchtest/proxybench -broker bin/broker-symbols -short
+
+# User-space instructions per request under valgrind's callgrind, the bare
+# proxy beside the broker, and the functions the broker spends more in: they
+# repeat from run to run where req/s does not (docs/benchmarks.md). Needs
+# valgrind (Debian), installed here when absent and root. -s=false keeps the
+# harness's symbol table (go run strips it), which names the bare proxy's
+# functions.
+bench-proxy-instructions: broker-symbols
+	@scripts/ensure-bench-tools.sh
+	@mkdir -p artifacts
+	$(GO) run -ldflags=-s=false ./internal/benchtest/proxybench -broker bin/broker-symbols -mode instructions $(BENCH_PROXY_FLAGS) > artifacts/bench-proxy-instructions.txt
+	@cat artifacts/bench-proxy-instructions.txt
+
+# The broker as make build builds it but with its symbol table, which
+# callgrind needs to name its functions (make build strips it: -s -w).
+broker-symbols:
+	@mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/broker-symbols ./cmd/broker
 
 bench: bench-proxy
 	@mkdir -p artifacts

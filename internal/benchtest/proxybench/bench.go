@@ -25,6 +25,7 @@ type options struct {
 	baseline               string // a second broker binary measured beside the first; "" for none
 	profile                string // directory for CPU profiles; "" for none
 	rounds, conns, threads int
+	requests               int // counted per target in the instructions mode
 	body                   int
 	duration               time.Duration
 	short                  bool
