@@ -61,21 +61,28 @@ func targetURL(base *url.URL, escPath, rawQuery string) (*url.URL, error) {
 	}
 	// checkPath refused every escape that decodes to "/", so decoded and
 	// escaped paths have the same segments, and none is a dot segment.
-	dec, err := url.PathUnescape(escPath)
-	if err != nil {
-		return nil, errPathBadEscape
+	dec := escPath
+	if strings.IndexByte(escPath, '%') >= 0 {
+		var err error
+		if dec, err = url.PathUnescape(escPath); err != nil {
+			return nil, errPathBadEscape
+		}
 	}
 	basePath := strings.TrimSuffix(base.Path, "/")
 	baseEsc := strings.TrimSuffix(base.EscapedPath(), "/")
 	u := &url.URL{Scheme: base.Scheme, Host: base.Host, RawQuery: rawQuery}
 	u.Path = basePath + dec
-	if dec == escPath && baseEsc == basePath {
-		// Same bytes: share the string instead of building a second one. RawPath
-		// is still set because url.URL would otherwise re-escape sub-delims such
-		// as "(" that vendors receive literally.
-		u.RawPath = u.Path
-	} else {
+	switch {
+	case dec != escPath || baseEsc != basePath:
 		u.RawPath = baseEsc + escPath
+	case strings.ContainsAny(dec, reescaped):
+		// Same bytes, but url.URL would re-escape these sub-delims, which
+		// vendors receive literally: RawPath keeps them (sharing the string).
+		u.RawPath = u.Path
+	default:
+		// Same bytes, and EscapedPath gives them back as they are: an empty
+		// RawPath saves it (and the Transport's RequestURI) checking and
+		// decoding RawPath on every request (callgrind: ~500 instructions).
 	}
 	// Defence in depth: whatever the checks above missed, a URL that is not
 	// under base is never returned.
@@ -85,6 +92,10 @@ func targetURL(base *url.URL, escPath, rawQuery string) (*url.URL, error) {
 	}
 	return u, nil
 }
+
+// reescaped are the characters checkPath lets through that url.URL's
+// EscapedPath escapes when it has no RawPath to go by.
+const reescaped = "!'()*"
 
 // under reports whether p is prefix followed by "/" and anything.
 func under(p, prefix string) bool {

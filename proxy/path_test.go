@@ -350,6 +350,10 @@ func FuzzTargetURL(f *testing.F) {
 			if u.RawQuery != q {
 				t.Fatalf("query %q forwarded as %q", q, u.RawQuery)
 			}
+			// The vendor gets exactly the bytes that were checked.
+			if got, want := u.RequestURI(), strings.TrimSuffix(base.EscapedPath(), "/")+p; strings.TrimSuffix(got, "?"+q) != want {
+				t.Fatalf("path %q forwarded as %q, want %q", p, got, want)
+			}
 		}
 	})
 }
