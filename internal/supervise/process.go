@@ -78,6 +78,7 @@ func (p *Process) Start(timeout time.Duration, ready func(context.Context) error
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	// A grandchild holding the output pipe must not keep Wait waiting.
 	r.cmd.WaitDelay = time.Second
+	DieWithParent(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		return fmt.Errorf("%s: exec %s: %w", p.name, r.cmd.Path, err)
 	}

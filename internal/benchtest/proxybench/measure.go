@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/supervise"
 )
 
 type wrkResult struct {
@@ -201,6 +203,7 @@ func (p *procs) startLogged(ctx context.Context, log io.Writer, bin string, env 
 	cmd.Stderr = log
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 5 * time.Second
+	supervise.DieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %s: %w", bin, err)
 	}
