@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,5 +159,53 @@ func BenchmarkVerifyWarm(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestConnMemoKeepsCallersApartOnOneHTTP2Connection: a gateway in front of
+// the broker may multiplex many callers' requests on one HTTP/2 connection.
+// Requests with different tokens at once on one connection each get their
+// own claims.
+func TestConnMemoKeepsCallersApartOnOneHTTP2Connection(t *testing.T) {
+	v := newHS256(t, Options{})
+	srv := httptest.NewUnstartedServer(newRouter(t, v))
+	srv.EnableHTTP2 = true
+	srv.Config.ConnContext = ConnContext
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	client := srv.Client()
+	subs := []string{"svc-a", "svc-b", "svc-c"}
+	toks := make([]string, len(subs))
+	for i, s := range subs {
+		toks[i] = sign(t, jwt.SigningMethodHS256, testSecret, "", claims(jwt.MapClaims{"sub": s}))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 300)
+	for i := range 300 {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/status", nil)
+			req.Header.Set("Authorization", "Bearer "+toks[i%len(toks)])
+			resp, err := client.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			var got struct{ Sub string }
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+				errs <- err
+				return
+			}
+			if resp.ProtoMajor != 2 {
+				errs <- fmt.Errorf("answered over %s, want HTTP/2", resp.Proto)
+			} else if got.Sub != subs[i%len(subs)] {
+				errs <- fmt.Errorf("token of %s answered as %s", subs[i%len(subs)], got.Sub)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
