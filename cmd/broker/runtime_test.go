@@ -15,8 +15,14 @@ import (
 func TestConfigureRuntimeLeavesAnOperatorsGOGC(t *testing.T) {
 	t.Setenv("GOGC", "150")
 	var buf bytes.Buffer
-	wait := configureRuntime(context.Background(), slog.New(slog.NewTextHandler(&buf, nil)))
-	wait() // returns at once: nothing was started
+	running, stop := context.WithCancel(context.Background())
+	wait := configureRuntime(running, slog.New(slog.NewTextHandler(&buf, nil)))
+	if !returns(wait, 100*time.Millisecond) {
+		stop()
+		wait()
+		t.Fatal("a pacer runs although GOGC is set")
+	}
+	stop()
 	if !strings.Contains(buf.String(), "gogc_source=GOGC") {
 		t.Fatalf("runtime limits log = %q, want gogc_source=GOGC", buf.String())
 	}
@@ -28,17 +34,23 @@ func TestConfigureRuntimeLeavesAnOperatorsGOGC(t *testing.T) {
 	if !strings.Contains(buf.String(), "gogc_source=paced") {
 		t.Fatalf("runtime limits log = %q, want gogc_source=paced", buf.String())
 	}
+	if returns(wait, 100*time.Millisecond) {
+		t.Fatal("the pacer stopped before its context ended")
+	}
+	cancel()
+	if !returns(wait, 5*time.Second) {
+		t.Fatal("the pacer did not stop after its context ended")
+	}
+}
+
+// returns reports whether wait returns within d.
+func returns(wait func(), d time.Duration) bool {
 	done := make(chan struct{})
 	go func() { wait(); close(done) }()
 	select {
 	case <-done:
-		t.Fatal("the pacer stopped before its context ended")
-	case <-time.After(100 * time.Millisecond):
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the pacer did not stop after its context ended")
+		return true
+	case <-time.After(d):
+		return false
 	}
 }
