@@ -242,9 +242,10 @@ func (v *Verifier) verify(ctx context.Context, raw string) (Claims, error) {
 	return *c, nil
 }
 
-// verifyRef returns the claims of raw, from the cache when a full check of
-// the same token passed before, its exp has not come and (JWKS) its key is
-// still published. The result is shared: callers must not modify it.
+// verifyRef returns the claims of raw, from the connection's memo (ctx from
+// ConnContext) or the cache when a full check of the same token passed
+// before, its exp has not come and (JWKS) its key is still published. The
+// result is shared: callers must not modify it.
 func (v *Verifier) verifyRef(ctx context.Context, raw string) (*Claims, error) {
 	if raw == "" {
 		return nil, ErrMissingToken
