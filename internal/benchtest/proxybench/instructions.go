@@ -37,7 +37,7 @@ const (
 //
 // Why: wrk's req/s on this shared 2-core machine moves by several percent
 // from run to run; an instruction count of the same binaries repeats to
-// about 0.1% (five runs, docs/benchmarks.md), and says where the
+// about 0.03% (three runs, docs/benchmarks.md), and says where the
 // instructions go.
 //
 // Every target runs with GOGC=off. Under valgrind the broker runs about 50x
