@@ -29,6 +29,9 @@ type options struct {
 	body                   int
 	duration               time.Duration
 	short                  bool
+	// staticFloor gives the upstream, nginx and the bare proxy a short
+	// static token instead of the caller's JWT (-same-request=false).
+	staticFloor bool
 }
 
 // target is one server under load. pids are the processes whose CPU it
@@ -46,11 +49,34 @@ type target struct {
 	role            string
 }
 
+// floorAuth is the Authorization the targets other than the brokers get:
+// by default the caller's own, so that every target reads the same request
+// headers off the wire and a broker is measured on its own work. Before
+// -same-request (2026-12-03) the floor got "Bearer static-token", ~230
+// bytes shorter than the bench JWT: reading those bytes was about 3,800
+// instructions of the ~20,000 a request cost the broker over the floor
+// (net/textproto.readMIMEHeader), though any proxy handed that request
+// reads them.
+func floorAuth(o options, caller string) string {
+	if o.staticFloor {
+		return "Bearer static-token"
+	}
+	return "Bearer " + caller
+}
+
+// requestLine says which Authorization the floor targets were sent.
+func requestLine(o options) string {
+	if o.staticFloor {
+		return "requests: the brokers get the caller's JWT, the upstream, nginx and the bare proxy a static token (-same-request=false)"
+	}
+	return "requests: every target gets the same headers, the caller's JWT included"
+}
+
 // goTargets are the bare proxy, the broker and, when started, the baseline
 // broker: the Go servers, which report their allocations.
-func goTargets(s *servers, caller string) []target {
+func goTargets(o options, s *servers, caller string) []target {
 	ts := []target{
-		{name: "bare httputil.ReverseProxy", role: "bare", url: "http://" + s.bareAddr, auth: "Bearer static-token",
+		{name: "bare httputil.ReverseProxy", role: "bare", url: "http://" + s.bareAddr, auth: floorAuth(o, caller),
 			pid: s.bare, stats: "http://" + s.bareStats + "/"},
 		{name: brokerName, role: "broker", url: "http://" + s.api + "/proxy/servicenow", auth: "Bearer " + caller,
 			pid: s.broker, stats: "http://" + s.metrics + "/metrics"},
@@ -143,10 +169,10 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	targets := append([]target{
-		{name: "upstream direct", url: "http://" + s.up, auth: "Bearer static-token", pids: func() []int { return []int{s.upstream} }},
-		{name: "nginx (keepalive, header injection)", url: "http://" + s.ngx, auth: "Bearer static-token",
+		{name: "upstream direct", url: "http://" + s.up, auth: floorAuth(o, caller), pids: func() []int { return []int{s.upstream} }},
+		{name: "nginx (keepalive, header injection)", url: "http://" + s.ngx, auth: floorAuth(o, caller),
 			pids: func() []int { return append([]int{s.nginx}, children(s.nginx)...) }},
-	}, goTargets(s, caller)...)
+	}, goTargets(o, s, caller)...)
 	if o.profile != "" {
 		targets[2].pprof, targets[2].file = "http://"+s.bareStats, filepath.Join(o.profile, "bare.pprof")
 		targets[3].pprof, targets[3].file = "http://"+s.metrics, filepath.Join(o.profile, "broker.pprof")
@@ -158,6 +184,7 @@ func bench(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "proxybench: %d round(s) x %s per target, wrk -t%d; %s; upstream answers %d bytes\n",
 		o.rounds, o.duration, o.threads, machine(), o.body)
+	fmt.Fprintln(out, requestLine(o))
 	if o.baseline != "" {
 		fmt.Fprintf(out, "broker: %s; baseline broker: %s\n", o.broker, o.baseline)
 	}
@@ -278,7 +305,11 @@ func throughput(ctx context.Context, o options, targets []target, out io.Writer)
 				go func() { prof <- cpuProfile(ctx, t.pprof, secs, t.file) }()
 				profiles = append(profiles, t.file)
 			}
+			u0, k0 := cpuTimes(t.pids())
 			w, err := runWrk(ctx, t, o.threads, o.conns, o.duration, apiPath)
+			if u1, k1 := cpuTimes(t.pids()); w.requests > 0 {
+				w.user, w.sys = (u1-u0)/float64(w.requests), (k1-k0)/float64(w.requests)
+			}
 			if prof != nil {
 				err = errors.Join(err, <-prof)
 			}
@@ -294,11 +325,11 @@ func throughput(ctx context.Context, o options, targets []target, out io.Writer)
 	}
 	fmt.Fprintf(out, "\nthroughput: %d connections, medians of %d round(s)\n", o.conns, o.rounds)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "target\treq/s\tp50\tp99\tvs nginx\tvs bare\tnon-2xx")
+	fmt.Fprintln(tw, "target\treq/s\tp50\tp99\tvs nginx\tvs bare\tnon-2xx\tCPU µs/req user\tsystem")
 	for i, t := range targets {
 		m := med[i]
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%d\n", t.name, m.rps, ms(m.p50), ms(m.p99),
-			m.rps/med[1].rps, m.rps/med[2].rps, m.errors)
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%d\t%.1f\t%.1f\n", t.name, m.rps, ms(m.p50), ms(m.p99),
+			m.rps/med[1].rps, m.rps/med[2].rps, m.errors, m.user*1e6, m.sys*1e6)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -469,6 +500,8 @@ func median(rs []wrkResult) wrkResult {
 		rps:    pick(func(r wrkResult) float64 { return r.rps }),
 		p50:    time.Duration(pick(func(r wrkResult) float64 { return float64(r.p50) })),
 		p99:    time.Duration(pick(func(r wrkResult) float64 { return float64(r.p99) })),
+		user:   pick(func(r wrkResult) float64 { return r.user }),
+		sys:    pick(func(r wrkResult) float64 { return r.sys }),
 		errors: errs,
 	}
 }

@@ -95,7 +95,7 @@ func instructions(ctx context.Context, o options, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	targets := goTargets(s, caller)
+	targets := goTargets(o, s, caller)
 	for _, t := range targets {
 		if err := sanity(ctx, t); err != nil {
 			return err
@@ -105,6 +105,7 @@ func instructions(ctx context.Context, o options, out io.Writer) (err error) {
 		"connections, after %d to warm up; %s; upstream answers %d bytes\n",
 		strings.TrimSpace(string(version)), o.requests, instrClients, o.requests/4, machine(), o.body)
 	fmt.Fprintln(out, "every target runs with GOGC=off: the figures are the code's instructions, allocation included, collection not")
+	fmt.Fprintln(out, requestLine(o))
 	if o.baseline != "" {
 		fmt.Fprintf(out, "broker: %s; baseline broker: %s\n", o.broker, o.baseline)
 	}

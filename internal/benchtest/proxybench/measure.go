@@ -23,6 +23,9 @@ type wrkResult struct {
 	p50, p99 time.Duration
 	requests int64
 	errors   int
+	// user and sys are the target's CPU per request, in seconds, when the
+	// run measured it (throughput mode).
+	user, sys float64
 }
 
 // runWrk loads t for d and parses wrk's summary (with --latency).
@@ -115,8 +118,15 @@ func cpuProfile(ctx context.Context, base string, seconds int, file string) erro
 
 // cpuSeconds sums user and system CPU of pids from /proc/<pid>/stat.
 func cpuSeconds(pids []int) float64 {
+	u, k := cpuTimes(pids)
+	return u + k
+}
+
+// cpuTimes sums the user and the system CPU of pids, in seconds, from
+// /proc/<pid>/stat: what a target spends in its own code and what the
+// kernel spends on its system calls (reads, writes, epoll, futex).
+func cpuTimes(pids []int) (user, sys float64) {
 	const ticks = 100 // USER_HZ on Linux
-	var total float64
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
@@ -129,9 +139,10 @@ func cpuSeconds(pids []int) float64 {
 		}
 		u, _ := strconv.ParseFloat(f[11], 64)
 		k, _ := strconv.ParseFloat(f[12], 64)
-		total += (u + k) / ticks
+		user += u / ticks
+		sys += k / ticks
 	}
-	return total
+	return user, sys
 }
 
 // rss is a process's resident set in bytes, from /proc/<pid>/status.
