@@ -32,6 +32,7 @@ type options struct {
 	// staticFloor gives the upstream, nginx and the bare proxy a short
 	// static token instead of the caller's JWT (-same-request=false).
 	staticFloor bool
+	cacheSim    bool // the instructions mode also simulates the caches
 }
 
 // target is one server under load. pids are the processes whose CPU it
@@ -347,29 +348,46 @@ func throughput(ctx context.Context, o options, targets []target, out io.Writer)
 // per request and the CPU per 1,000 req/s with 1 KB answers over 16
 // connections, then the resident memory with 1,000 connections open.
 func cost(ctx context.Context, o options, targets []target, out io.Writer, idle map[string]int64) error {
-	fmt.Fprintf(out, "\ncost: 16 connections, 1 KB answers (allocations from go_memstats_mallocs_total; CPU from /proc)\n")
+	fmt.Fprintf(out, "\ncost: 16 connections, 1 KB answers, medians of %d round(s) (allocations from go_memstats_mallocs_total; CPU from /proc)\n", o.rounds)
+	ts := targets[1:]
+	type sample struct{ rps, allocs, vcpu float64 }
+	samples := make([][]sample, len(ts))
+	// In alternating rounds, as in the throughput mode: one 5 s run per
+	// target moved this figure by 15% between two runs of the same binaries
+	// on a shared machine (0.093 and 0.109 vCPU for the broker).
+	for range o.rounds {
+		for i, t := range ts {
+			m0, err := mallocs(ctx, t.stats)
+			if err != nil {
+				return err
+			}
+			c0, w0 := cpuSeconds(t.pids()), time.Now()
+			w, err := runWrk(ctx, t, 1, 16, o.duration, "/1k")
+			if err != nil {
+				return err
+			}
+			c1, wall := cpuSeconds(t.pids()), time.Since(w0).Seconds()
+			m1, err := mallocs(ctx, t.stats)
+			if err != nil {
+				return err
+			}
+			sm := sample{rps: w.rps, allocs: -1, vcpu: (c1 - c0) / wall / (w.rps / 1000)}
+			if t.stats != "" && w.requests > 0 {
+				sm.allocs = float64(m1-m0) / float64(w.requests)
+			}
+			samples[i] = append(samples[i], sm)
+		}
+	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "target\treq/s\tallocs/req\tvCPU per 1k req/s\tRSS idle\tRSS 1000 conns")
-	for _, t := range targets[1:] {
-		m0, err := mallocs(ctx, t.stats)
-		if err != nil {
-			return err
+	for i, t := range ts {
+		pick := func(f func(sample) float64) float64 {
+			v := make([]float64, len(samples[i]))
+			for j, sm := range samples[i] {
+				v[j] = f(sm)
+			}
+			return medianOf(v)
 		}
-		c0, w0 := cpuSeconds(t.pids()), time.Now()
-		w, err := runWrk(ctx, t, 1, 16, o.duration, "/1k")
-		if err != nil {
-			return err
-		}
-		c1, wall := cpuSeconds(t.pids()), time.Since(w0).Seconds()
-		m1, err := mallocs(ctx, t.stats)
-		if err != nil {
-			return err
-		}
-		allocs := "-"
-		if t.stats != "" && w.requests > 0 {
-			allocs = fmt.Sprintf("%.1f", float64(m1-m0)/float64(w.requests))
-		}
-		vcpu := (c1 - c0) / wall
 		if _, err := runWrk(ctx, t, 2, 1000, 2*time.Second, "/1k"); err != nil {
 			return err
 		}
@@ -381,7 +399,12 @@ func cost(ctx context.Context, o options, targets []target, out io.Writer, idle 
 		if v, ok := idle[t.name]; ok {
 			idleRSS = mb(v)
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.3f\t%s\t%s\n", t.name, w.rps, allocs, vcpu/(w.rps/1000), idleRSS, mb(rssLoaded))
+		allocs := "-"
+		if a := pick(func(sm sample) float64 { return sm.allocs }); a >= 0 {
+			allocs = fmt.Sprintf("%.1f", a)
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%.3f\t%s\t%s\n", t.name, pick(func(sm sample) float64 { return sm.rps }), allocs,
+			pick(func(sm sample) float64 { return sm.vcpu }), idleRSS, mb(rssLoaded))
 	}
 	return tw.Flush()
 }
@@ -489,8 +512,7 @@ func median(rs []wrkResult) wrkResult {
 		for i, r := range rs {
 			v[i] = f(r)
 		}
-		slices.Sort(v)
-		return v[len(v)/2]
+		return medianOf(v)
 	}
 	var errs int
 	for _, r := range rs {
@@ -504,6 +526,12 @@ func median(rs []wrkResult) wrkResult {
 		sys:    pick(func(r wrkResult) float64 { return r.sys }),
 		errors: errs,
 	}
+}
+
+// medianOf sorts v and returns its middle value (the upper one of an even count).
+func medianOf(v []float64) float64 {
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }

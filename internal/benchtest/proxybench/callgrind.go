@@ -10,39 +10,50 @@ import (
 	"strings"
 )
 
-// callgrindTotal reads the instruction count (Ir) of a callgrind dump: its
-// summary: line, or its totals: line when it has none.
-func callgrindTotal(r io.Reader) (int64, error) {
+// callgrindEvents reads a callgrind dump's event counts by name (Ir, and
+// with --cache-sim=yes I1mr, D1mr, D1mw, ILmr, DLmr, DLmw and the rest):
+// its summary: line, or its totals: line when it has none. Ir, the
+// instruction count, must be among them.
+func callgrindEvents(r io.Reader) (map[string]int64, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var totals string
+	var names []string
+	var summary, totals string
 	for sc.Scan() {
 		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "events: "); ok && strings.Fields(v)[0] != "Ir" {
-			return 0, fmt.Errorf("callgrind dump counts %q, not Ir first", v)
+		if v, ok := strings.CutPrefix(line, "events: "); ok {
+			names = strings.Fields(v)
 		}
-		if v, ok := strings.CutPrefix(line, "summary: "); ok {
-			return firstCount(v)
+		if v, ok := strings.CutPrefix(line, "summary: "); ok && summary == "" {
+			summary = v
 		}
 		if v, ok := strings.CutPrefix(line, "totals: "); ok {
 			totals = v
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return nil, err
 	}
-	if totals == "" {
-		return 0, fmt.Errorf("callgrind dump has no summary: or totals: line")
+	if !slices.Contains(names, "Ir") {
+		return nil, fmt.Errorf("callgrind dump counts %q, not Ir", names)
 	}
-	return firstCount(totals)
-}
-
-func firstCount(v string) (int64, error) {
-	f := strings.Fields(v)
-	if len(f) == 0 {
-		return 0, fmt.Errorf("callgrind dump: empty count")
+	counts := cmp.Or(summary, totals)
+	if counts == "" {
+		return nil, fmt.Errorf("callgrind dump has no summary: or totals: line")
 	}
-	return strconv.ParseInt(f[0], 10, 64)
+	f := strings.Fields(counts)
+	if len(f) != len(names) {
+		return nil, fmt.Errorf("callgrind dump: %d counts for %d events", len(f), len(names))
+	}
+	ev := make(map[string]int64, len(names))
+	for i, name := range names {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("callgrind dump: %s: %w", name, err)
+		}
+		ev[name] = n
+	}
+	return ev, nil
 }
 
 // selfCosts reads the per-function self cost (Ir) that

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"math"
 	"strings"
 	"testing"
@@ -21,23 +22,28 @@ positions: line
 events: Ir
 `
 
-func TestCallgrindTotal(t *testing.T) {
+func TestCallgrindEvents(t *testing.T) {
+	cacheHead := strings.Replace(dumpHead, "events: Ir", "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw", 1)
 	for _, tc := range []struct {
 		name, dump string
-		want       int64
+		want       map[string]int64
 		wantErr    bool
 	}{
-		{"summary", dumpHead + "summary: 3783189\n\nob=(3) /usr/lib/ld.so\nfn=(1) f\n564 9\n\ntotals: 3783189\n", 3783189, false},
-		{"summary first", dumpHead + "summary: 12\n\nfn=(1) f\n1 12\ntotals: 99\n", 12, false},
-		{"totals only", dumpHead + "fn=(1) f\n1 7\n\ntotals: 7\n", 7, false},
-		{"neither", dumpHead + "fn=(1) f\n1 7\n", 0, true},
-		{"not Ir", strings.Replace(dumpHead, "events: Ir", "events: Dr Ir", 1) + "summary: 5 6\n", 0, true},
-		{"not a number", dumpHead + "summary: lots\n", 0, true},
+		{"summary", dumpHead + "summary: 3783189\n\nob=(3) /usr/lib/ld.so\nfn=(1) f\n564 9\n\ntotals: 3783189\n", map[string]int64{"Ir": 3783189}, false},
+		{"summary first", dumpHead + "summary: 12\n\nfn=(1) f\n1 12\ntotals: 99\n", map[string]int64{"Ir": 12}, false},
+		{"totals only", dumpHead + "fn=(1) f\n1 7\n\ntotals: 7\n", map[string]int64{"Ir": 7}, false},
+		{"cache simulation", cacheHead + "summary: 9 8 7 6 5 4 3 2 1\n",
+			map[string]int64{"Ir": 9, "Dr": 8, "Dw": 7, "I1mr": 6, "D1mr": 5, "D1mw": 4, "ILmr": 3, "DLmr": 2, "DLmw": 1}, false},
+		{"Ir not first", strings.Replace(dumpHead, "events: Ir", "events: Dr Ir", 1) + "summary: 5 6\n", map[string]int64{"Dr": 5, "Ir": 6}, false},
+		{"neither", dumpHead + "fn=(1) f\n1 7\n", nil, true},
+		{"no Ir", strings.Replace(dumpHead, "events: Ir", "events: Dr", 1) + "summary: 5\n", nil, true},
+		{"a count short", cacheHead + "summary: 9 8 7\n", nil, true},
+		{"not a number", dumpHead + "summary: lots\n", nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := callgrindTotal(strings.NewReader(tc.dump))
-			if (err != nil) != tc.wantErr || got != tc.want {
-				t.Fatalf("callgrindTotal = %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
+			got, err := callgrindEvents(strings.NewReader(tc.dump))
+			if (err != nil) != tc.wantErr || !maps.Equal(got, tc.want) {
+				t.Fatalf("callgrindEvents = %v, %v; want %v, error %v", got, err, tc.want, tc.wantErr)
 			}
 		})
 	}

@@ -87,7 +87,7 @@ func instructions(ctx context.Context, o options, out io.Writer) (err error) {
 	}()
 	var procs procs
 	defer procs.stop()
-	s, err := startServers(ctx, o, &procs, dir, false, underCallgrind(dir, raw))
+	s, err := startServers(ctx, o, &procs, dir, false, underCallgrind(dir, raw, o.cacheSim))
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func instructions(ctx context.Context, o options, out io.Writer) (err error) {
 	if o.baseline != "" {
 		fmt.Fprintf(out, "broker: %s; baseline broker: %s\n", o.broker, o.baseline)
 	}
-	counts := make([]int64, len(targets))
+	events := make([]map[string]int64, len(targets))
 	allocs := make([]float64, len(targets))
 	for i, t := range targets {
 		if allocs[i], err = countRequests(ctx, t, o.requests); err != nil {
@@ -126,15 +126,31 @@ func instructions(ctx context.Context, o options, out io.Writer) (err error) {
 		if err := os.Rename(file+".1", file); err != nil {
 			return fmt.Errorf("%s: callgrind dump: %w", t.name, err)
 		}
-		if counts[i], err = readTotal(file); err != nil {
+		if events[i], err = readEvents(file); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
 	}
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "\ntarget\tinstructions/req\tvs bare\tallocs/req")
+	head := "\ntarget\tinstructions/req\tvs bare\tallocs/req"
+	if o.cacheSim {
+		head += "\tL1i misses/req\tL1d misses/req\tlast-level misses/req"
+	}
+	fmt.Fprintln(tw, head)
+	perReq := func(ev map[string]int64, names ...string) float64 {
+		var n int64
+		for _, name := range names {
+			n += ev[name]
+		}
+		return float64(n) / float64(o.requests)
+	}
 	for i, t := range targets {
-		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.1f\n", t.name, float64(counts[i])/float64(o.requests),
-			float64(counts[i])/float64(counts[0]), allocs[i])
+		fmt.Fprintf(tw, "%s\t%.0f\t%.2f\t%.1f", t.name, perReq(events[i], "Ir"),
+			float64(events[i]["Ir"])/float64(events[0]["Ir"]), allocs[i])
+		if o.cacheSim {
+			fmt.Fprintf(tw, "\t%.0f\t%.0f\t%.0f", perReq(events[i], "I1mr"), perReq(events[i], "D1mr", "D1mw"),
+				perReq(events[i], "ILmr", "DLmr", "DLmw"))
+		}
+		fmt.Fprintln(tw)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -174,7 +190,13 @@ func instructions(ctx context.Context, o options, out io.Writer) (err error) {
 // otherwise aborts on the preemption signal (Assertion 'sigNum ==
 // vgCallgrind_current_state.sig' failed); goroutines are still preempted
 // at function calls.
-func underCallgrind(dir, raw string) launch {
+//
+// cacheSim adds callgrind's cache simulation (--cache-sim=yes), which counts
+// each target's misses of the first-level instruction and data caches and of
+// the last level, as valgrind models this machine's: instructions that miss
+// cost more than those that hit, so a target that touches more code and
+// data per request runs slower than its count alone says.
+func underCallgrind(dir, raw string, cacheSim bool) launch {
 	return func(role, bin string, env, args []string) (string, []string, []string) {
 		if env == nil {
 			env = os.Environ()
@@ -182,8 +204,11 @@ func underCallgrind(dir, raw string) launch {
 		env = append(slices.Clip(env), "GODEBUG=asyncpreemptoff=1", "GOGC=off")
 		vg := []string{"--tool=callgrind", "--instr-atstart=no", "-q",
 			"--callgrind-out-file=" + filepath.Join(raw, role+".callgrind"),
-			"--log-file=" + filepath.Join(dir, role+".valgrind"), bin}
-		return "valgrind", env, append(vg, args...)
+			"--log-file=" + filepath.Join(dir, role+".valgrind")}
+		if cacheSim {
+			vg = append(vg, "--cache-sim=yes")
+		}
+		return "valgrind", env, append(append(vg, bin), args...)
 	}
 }
 
@@ -268,19 +293,19 @@ func callgrindControl(ctx context.Context, pid int, args ...string) error {
 	return nil
 }
 
-func readTotal(file string) (int64, error) {
+func readEvents(file string) (map[string]int64, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
-	return callgrindTotal(f)
+	return callgrindEvents(f)
 }
 
 // annotate is the per-function self cost of a callgrind dump, every
 // function listed (--threshold=100).
 func annotate(ctx context.Context, file string) (map[string]int64, error) {
-	out, err := exec.CommandContext(ctx, "callgrind_annotate", "--tree=none", "--threshold=100", "--auto=no", file).Output()
+	out, err := exec.CommandContext(ctx, "callgrind_annotate", "--tree=none", "--threshold=100", "--auto=no", "--show=Ir", file).Output()
 	if err != nil {
 		return nil, fmt.Errorf("callgrind_annotate %s: %w", file, err)
 	}

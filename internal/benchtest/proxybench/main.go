@@ -78,6 +78,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&o.baseline, "baseline", "", "a second broker binary (e.g. main before a change) measured beside -broker in the same rounds")
 	fs.StringVar(&o.profile, "profile", "", "directory for CPU profiles of the bare proxy and the broker, taken during the first throughput round; "+
 		"in the instructions mode, for the callgrind dumps")
+	fs.BoolVar(&o.cacheSim, "cache-sim", false, "in the instructions mode, also count L1 instruction, L1 data and last-level cache misses per request "+
+		"(callgrind --cache-sim=yes, about twice as slow)")
 	sameRequest := fs.Bool("same-request", true, "send every target the broker's request headers (the caller's JWT); false gives the upstream, "+
 		"nginx and the bare proxy a short static token instead, as the harness did before 2026-12-03")
 	if err := fs.Parse(args); err != nil {
