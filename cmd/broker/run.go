@@ -95,12 +95,14 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// newServeLogger is newLogger writing through a logBuffer, for the server,
-// whose request log writes a line per request; flush writes what is
+// newServeLogger is newLogger formatting its info lines in batches
+// (recordQueue) and writing through a logBuffer, for the server, whose
+// request log writes a line per request; flush writes what is queued and
 // buffered and must run before serve returns.
 func newServeLogger(cfg *config.Config, w io.Writer) (log *slog.Logger, flush func()) {
 	b := newLogBuffer(w)
-	return slog.New(flushHandler{newLogger(cfg, b).Handler(), b}), b.Flush
+	q := newRecordQueue(b.Flush)
+	return slog.New(flushHandler{queueHandler{newLogger(cfg, b).Handler(), q}, b}), func() { q.drain(); b.Flush() }
 }
 
 // token mints a development JWT signed with BROKER_AUTH_HS256_SECRET.
