@@ -23,7 +23,14 @@ type claimsKey struct{}
 // ClaimsFrom. A missing or invalid token is answered 401 through onError.
 func Middleware(v *Verifier, onError ErrorFunc) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		raw, err := bearerToken(c.GetHeader("Authorization"))
+		// The map by its canonical key rather than c.GetHeader, which
+		// canonicalizes the key again: about 350 instructions per request
+		// (callgrind, issue 10).
+		var authz string
+		if v := c.Request.Header["Authorization"]; len(v) > 0 {
+			authz = v[0]
+		}
+		raw, err := bearerToken(authz)
 		var claims *Claims
 		if err == nil {
 			// The request's context, so that a caller that goes away does not
