@@ -27,9 +27,10 @@ import (
 // through gin's ResponseWriter, which only records a status). Both are
 // tested in semantics_test.go.
 //
-// It stays on net/http's Transport: keep-alive, HTTP/2, TLS, proxies from
-// the environment, 100-continue and the retry of a request put on an idle
-// connection that the vendor closed are the Transport's, not ours.
+// Below it, GET and HEAD without a body to an HTTP/1.1 vendor go on the
+// handler's own goroutine (h1.go); everything else stays on net/http's
+// Transport: HTTP/2, proxies from the environment, 100-continue, and
+// request bodies written while the answer arrives are the Transport's.
 
 // outcome is what Handle does after an attempt.
 type outcome int

@@ -263,6 +263,9 @@ func New(o Options) (*Proxy, error) {
 	if transport == nil {
 		transport = newTransport(o.Dial)
 	}
+	if tr, ok := transport.(*http.Transport); ok {
+		transport = newH1Transport(tr)
+	}
 	p.transport = transport
 	return p, nil
 }
