@@ -421,3 +421,17 @@ func TestH1DoesNotResendOnATimeout(t *testing.T) {
 		t.Errorf("vendor got %d requests, want 2", n)
 	}
 }
+
+func TestH1HostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"acme.service-now.com":      "acme.service-now.com:443",
+		"acme.service-now.com:8443": "acme.service-now.com:8443",
+		"[::1]":                     "[::1]:443",
+		"[::1]:9000":                "[::1]:9000",
+		"127.0.0.1":                 "127.0.0.1:443",
+	} {
+		if got := hostPort(in, "443"); got != want {
+			t.Errorf("hostPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
