@@ -435,3 +435,66 @@ func TestH1HostPort(t *testing.T) {
 		}
 	}
 }
+
+// TestH1AnswersNeverCross: many callers share the core's connections while
+// the vendor closes some of them, answers some chunked, some with a length,
+// some to HEAD, and some early-closed by the caller; every caller must get
+// the answer to its own request, never another's.
+func TestH1AnswersNeverCross(t *testing.T) {
+	var n atomic.Int64
+	s := newCountingServer(t, false, false, func(w http.ResponseWriter, r *http.Request) {
+		k := n.Add(1)
+		if k%7 == 0 {
+			w.Header().Set("Connection", "close")
+		}
+		w.Header().Set("X-Path", r.URL.Path)
+		if k%3 == 0 {
+			w.Header().Set("Content-Length", strconv.Itoa(len(r.URL.Path)))
+		}
+		io.WriteString(w, r.URL.Path)
+		if k%5 == 0 {
+			w.(http.Flusher).Flush()
+		}
+	})
+	h1 := h1For(t, s.Server, nil)
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 200 {
+				path := "/echo/" + strconv.Itoa(g) + "/" + strconv.Itoa(i)
+				method := http.MethodGet
+				if i%11 == 0 {
+					method = http.MethodHead
+				}
+				req, _ := http.NewRequest(method, s.URL+path, nil)
+				res, err := h1.RoundTrip(req)
+				if err != nil {
+					t.Errorf("%s %s: %v", method, path, err)
+					return
+				}
+				if got := res.Header.Get("X-Path"); got != path {
+					t.Errorf("%s %s: answer for %s", method, path, got)
+				}
+				if i%13 == 0 {
+					res.Body.Close() // unread: the connection must go
+					continue
+				}
+				b, err := io.ReadAll(res.Body)
+				res.Body.Close()
+				want := path
+				if method == http.MethodHead {
+					want = ""
+				}
+				if err != nil || string(b) != want {
+					t.Errorf("%s %s: body %q, %v", method, path, b, err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// A connection ends after every seventh answer (Connection: close) and
+	// every thirteenth caller's (closed unread); the rest are reused.
+	if c, most := s.conns.Load(), int32(16*200/7+16*200/13+64); c > most {
+		t.Errorf("%d connections for %d requests, want at most %d: idle connections are not being reused", c, 16*200, most)
+	}
+}
