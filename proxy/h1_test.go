@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -496,5 +497,64 @@ func TestH1AnswersNeverCross(t *testing.T) {
 	// every thirteenth caller's (closed unread); the rest are reused.
 	if c, most := s.conns.Load(), int32(16*200/7+16*200/13+64); c > most {
 		t.Errorf("%d connections for %d requests, want at most %d: idle connections are not being reused", c, 16*200, most)
+	}
+}
+
+// TestUnsolicitedAnswerHidInTheTLSBuffer: over TLS, a vendor can put an
+// unasked answer in the same record as the end of a body. A body read
+// with a large buffer (the proxy's is 32 KiB) stops at its Content-Length
+// and leaves those bytes decrypted inside the TLS connection, where
+// neither the read buffer nor the socket shows them. The second GET read
+// "forged" before the core also looked inside the TLS connection.
+func TestUnsolicitedAnswerHidInTheTLSBuffer(t *testing.T) {
+	var calls atomic.Int32
+	release := make(chan struct{})
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) > 1 {
+			io.WriteString(w, "second")
+			return
+		}
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		body := strings.Repeat("b", 10<<10)
+		// One Write, one TLS record: the body's end and the forged answer.
+		io.WriteString(conn, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body+
+			"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged")
+		<-release
+	}))
+	// Full-size records from the first byte, as after 128 KB on any
+	// connection: the whole answer and the forged one share one record.
+	s.TLS = &tls.Config{DynamicRecordSizingDisabled: true}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	t.Cleanup(func() { close(release) }) // before the server's Close
+	h1 := h1For(t, s, nil)
+	req, _ := http.NewRequest(http.MethodGet, s.URL, nil)
+	res, err := h1.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 32<<10)
+	n := 0
+	for {
+		k, err := res.Body.Read(buf)
+		n += k
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	res.Body.Close()
+	if n != 10<<10 {
+		t.Fatalf("first body %d bytes", n)
+	}
+	if _, body := get(t, h1, s.URL); body != "second" {
+		t.Fatalf("second GET = %q, want a new connection's \"second\"", body)
 	}
 }
